@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Build the wasmlet example guests.
+
+Every sub-folder of examples/ holds one example: a ``<name>.wat`` (converted
+with ``wasmtime.wat2wasm``, name section kept) or a ``<name>.c`` (compiled as
+a WASI command with Zig from PyPI: ``python -m ziglang cc``). The output is
+written next to the source as ``<folder>/<name>.wasm``.
+
+Usage (with the project venv's python, which has wasmtime and ziglang)::
+
+    python examples/build.py            # build all examples
+    python examples/build.py echo gcd   # build only these folders
+    python examples/build.py --check    # rebuild into a temp dir, verify the
+                                        # committed .wasm files
+
+Outputs are rewritten only when their bytes change, so running the script
+twice is harmless. Exit status is non-zero if anything fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+EXAMPLES_DIR = Path(__file__).resolve().parent
+
+# Flags for C guests: a WASI command (exports `_start`), optimised for size,
+# stripped, with a 64 KiB stack instead of Zig's default 16 MiB so that the
+# module's initial linear memory stays at a few pages.
+C_FLAGS = [
+    "--target=wasm32-wasi",
+    "-Os",
+    "-s",
+    "-Wl,-z,stack-size=65536",
+]
+
+# Initial memory above this many 64 KiB pages is reported as a failure in
+# --check (it would mean the stack-size flag got lost).
+MAX_INITIAL_PAGES = 16
+
+
+class BuildError(Exception):
+    pass
+
+
+@dataclass
+class Example:
+    name: str      # folder name, also the module name
+    source: Path   # <folder>/<name>.wat or <folder>/<name>.c
+    kind: str      # "wat" or "c"
+
+    @property
+    def output(self) -> Path:
+        return self.source.with_suffix(".wasm")
+
+
+def discover() -> list[Example]:
+    found = []
+    for folder in sorted(p for p in EXAMPLES_DIR.iterdir() if p.is_dir()):
+        if folder.name.startswith((".", "_")):
+            continue
+        for kind in ("wat", "c"):
+            src = folder / f"{folder.name}.{kind}"
+            if src.is_file():
+                found.append(Example(folder.name, src, kind))
+                break
+    return found
+
+
+def _wasmtime():
+    try:
+        import wasmtime
+    except ImportError as exc:  # pragma: no cover - environment problem
+        raise BuildError(f"wasmtime is not importable with {sys.executable}: {exc}") from exc
+    return wasmtime
+
+
+def build_wat(src: Path) -> bytes:
+    wasmtime = _wasmtime()
+    try:
+        return bytes(wasmtime.wat2wasm(src.read_text(encoding="utf-8")))
+    except wasmtime.WasmtimeError as exc:
+        raise BuildError(f"wat2wasm failed: {exc}") from exc
+
+
+def build_c(src: Path, workdir: Path) -> bytes:
+    out = workdir / (src.stem + ".wasm")
+    cmd = [sys.executable, "-m", "ziglang", "cc", *C_FLAGS, "-o", str(out), str(src)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise BuildError(f"cannot run zig: {exc}") from exc
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip()
+        if "No module named ziglang" in detail:
+            detail += "\n(install it with: pip install ziglang)"
+        raise BuildError(f"zig cc failed (exit {proc.returncode}):\n{detail}")
+    return out.read_bytes()
+
+
+def build_one(ex: Example, workdir: Path) -> bytes:
+    if ex.kind == "wat":
+        return build_wat(ex.source)
+    return build_c(ex.source, workdir)
+
+
+def inspect(data: bytes) -> dict:
+    """Validate a module and describe it: exports, imports, initial memory pages."""
+    wasmtime = _wasmtime()
+    engine = wasmtime.Engine()
+    try:
+        wasmtime.Module.validate(engine, data)
+        module = wasmtime.Module(engine, data)
+    except wasmtime.WasmtimeError as exc:
+        raise BuildError(f"invalid module: {exc}") from exc
+    exports = {}
+    pages = None
+    for exp in module.exports:
+        exports[exp.name] = exp.type
+        if isinstance(exp.type, wasmtime.MemoryType) and exp.name == "memory":
+            pages = exp.type.limits.min
+    imports = [f"{imp.module}.{imp.name}" for imp in module.imports]
+    return {"exports": exports, "imports": imports, "pages": pages}
+
+
+def describe(info: dict) -> str:
+    pages = info["pages"]
+    mem = f"{pages} page(s)" if pages is not None else "no exported memory"
+    return f"{mem}, {len(info['imports'])} import(s), exports: {', '.join(info['exports'])}"
+
+
+def check_c_module(info: dict) -> None:
+    if "_start" not in info["exports"]:
+        raise BuildError("WASI command does not export _start")
+    if "memory" not in info["exports"]:
+        raise BuildError("module does not export memory")
+    bad = [i for i in info["imports"] if not i.startswith("wasi_snapshot_preview1.")]
+    if bad:
+        raise BuildError(f"unexpected non-WASI imports: {', '.join(bad)}")
+    if info["pages"] is not None and info["pages"] > MAX_INITIAL_PAGES:
+        raise BuildError(
+            f"initial memory is {info['pages']} pages (> {MAX_INITIAL_PAGES}); "
+            "was -Wl,-z,stack-size dropped?")
+
+
+def rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(EXAMPLES_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
+def cmd_build(examples: list[Example]) -> int:
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="wasmlet-build-") as tmp:
+        for ex in examples:
+            try:
+                data = build_one(ex, Path(tmp))
+                info = inspect(data)
+                if ex.kind == "c":
+                    check_c_module(info)
+            except BuildError as exc:
+                print(f"FAIL  {rel(ex.source)}: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            out = ex.output
+            if out.is_file() and out.read_bytes() == data:
+                state = "unchanged"
+            else:
+                tmp_out = out.with_suffix(".wasm.tmp")
+                tmp_out.write_bytes(data)
+                os.replace(tmp_out, out)
+                state = "built"
+            print(f"{state:9} {rel(out)} ({len(data)} bytes; {describe(info)})")
+    return 1 if failures else 0
+
+
+def cmd_check(examples: list[Example]) -> int:
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="wasmlet-check-") as tmp:
+        for ex in examples:
+            out = ex.output
+            try:
+                fresh = build_one(ex, Path(tmp))
+                fresh_info = inspect(fresh)
+                if not out.is_file():
+                    raise BuildError(f"{rel(out)} is missing; run examples/build.py")
+                committed = out.read_bytes()
+                try:
+                    info = inspect(committed)
+                except BuildError as exc:
+                    raise BuildError(f"{rel(out)}: {exc}") from exc
+                if ex.kind == "wat":
+                    # wat2wasm is deterministic: the committed file must match.
+                    if committed != fresh:
+                        raise BuildError(f"{rel(out)} is stale; run examples/build.py")
+                else:
+                    # Compiler output may differ between zig versions; require a
+                    # valid command with the same export names instead.
+                    check_c_module(info)
+                    if set(info["exports"]) != set(fresh_info["exports"]):
+                        raise BuildError(
+                            f"{rel(out)} exports {sorted(info['exports'])}, a fresh build "
+                            f"exports {sorted(fresh_info['exports'])}; run examples/build.py")
+            except BuildError as exc:
+                print(f"FAIL  {rel(ex.source)}: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            same = "identical" if committed == fresh else "differs from fresh build"
+            print(f"ok        {rel(out)} ({len(committed)} bytes, {same}; {describe(info)})")
+    if failures:
+        print(f"{failures} example(s) failed the check", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="example folders to build (default: all)")
+    parser.add_argument("--check", action="store_true",
+                        help="rebuild into a temp dir and verify the committed .wasm files")
+    args = parser.parse_args(argv)
+
+    examples = discover()
+    if args.names:
+        known = {ex.name: ex for ex in examples}
+        unknown = [n for n in args.names if n not in known]
+        if unknown:
+            parser.error(f"unknown example(s): {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+        examples = [known[n] for n in args.names]
+    if not examples:
+        print("no examples found", file=sys.stderr)
+        return 1
+    try:
+        return cmd_check(examples) if args.check else cmd_build(examples)
+    except BuildError as exc:
+        print(f"FAIL  {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

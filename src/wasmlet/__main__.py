@@ -1,0 +1,3 @@
+from wasmlet.cli import main
+
+main()

@@ -1,0 +1,156 @@
+"""`wasi-cgi`: a WASI command run once per request, CGI/WAGI style.
+
+The request body is the guest's stdin, request metadata its environment (CGI variables),
+and its stdout a CGI response: header lines, a blank line, the body. A guest that prints
+no header block answers with its whole stdout as the body. stderr becomes the invocation's
+log. The guest gets nothing else: no files, no network, no args beyond its name, and no
+environment beyond the CGI variables and the variables its spec grants.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+import wasmtime
+
+from wasmlet.abi.base import WASI_P1, Invocation, Outcome
+from wasmlet.errors import GuestError, InvalidRequest
+from wasmlet.runtime.capture import BoundedBuffer
+from wasmlet.runtime.module_info import Import, ModuleInfo
+from wasmlet.runtime.slot import Slot
+from wasmlet.spec import FunctionSpec
+
+_HEADER_LIMIT = 64 * 1024
+_SKIPPED_HEADERS = {"content-type", "content-length", "authorization", "proxy-authorization"}
+
+
+class WasiCgiAbi:
+    name: ClassVar[str] = "wasi-cgi"
+    default_reuse: ClassVar[bool] = False
+    allows_reuse: ClassVar[bool] = False  # a command's _start runs once per instance
+
+    def define_imports(self, linker: wasmtime.Linker) -> None:
+        linker.define_wasi()
+
+    def provides(self, imp: Import) -> bool:
+        return imp.module == WASI_P1
+
+    def default_export(self, info: ModuleInfo) -> str | None:
+        return "_start"
+
+    def check(self, info: ModuleInfo, spec: FunctionSpec) -> None:
+        ty = info.func_exports.get(spec.export)
+        if ty is None:
+            raise InvalidRequest(
+                f"module has no exported function {spec.export!r}; a wasi-cgi function is "
+                "a WASI command exporting _start"
+            )
+        if list(ty.params) or list(ty.results):
+            raise InvalidRequest(f"export {spec.export!r} must take and return nothing")
+        if spec.reuse:
+            raise InvalidRequest("wasi-cgi functions run a fresh instance per request")
+
+    def configure_store(self, slot: Slot, inv: Invocation | None) -> None:
+        assert inv is not None, "wasi-cgi instances are never pre-created"
+        pool = slot.function
+        stdout = BoundedBuffer(pool.output_limit, fail_when_full=True)
+        config = wasmtime.WasiConfig()
+        config.argv = [pool.ref.name]
+        config.env = cgi_environment(inv, pool.ref.name, pool.spec.env)
+        config.stdout_custom = stdout.write
+        config.stderr_custom = slot.logs.write
+        # stdin must be a file for wasmtime; a memfd keeps the body off the disk.
+        fd = os.memfd_create("wasmlet-stdin", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, inv.body) if inv.body else None
+            config.stdin_file = f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        slot.store.set_wasi(config)
+        slot.abi_state = stdout
+
+    def on_instance(self, slot: Slot) -> None:
+        return None
+
+    def call(self, slot: Slot, inv: Invocation) -> Outcome:
+        stdout: BoundedBuffer = slot.abi_state
+        start = slot.func(slot.function.spec.export)
+        assert start is not None
+        try:
+            start()
+        except wasmtime.ExitTrap as exc:
+            if exc.code != 0:
+                raise GuestError(
+                    f"guest exited with status {exc.code}",
+                    logs=slot.logs.getvalue().decode("utf-8", "replace"),
+                ) from None
+        if stdout.overflowed:
+            raise GuestError(f"guest wrote more than {stdout.limit} bytes to stdout")
+        return parse_cgi_response(stdout.getvalue())
+
+
+def cgi_environment(inv: Invocation, name: str, granted: dict[str, str]) -> list[tuple[str, str]]:
+    env = dict(granted)
+    env.update(
+        {
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "SERVER_SOFTWARE": "wasmlet",
+            "SERVER_NAME": inv.server_name,
+            "SERVER_PORT": str(inv.server_port),
+            "REQUEST_METHOD": inv.method,
+            "SCRIPT_NAME": f"/fn/{name}",
+            "PATH_INFO": inv.path,
+            "QUERY_STRING": inv.query,
+            "REMOTE_ADDR": inv.remote_addr,
+            "CONTENT_LENGTH": str(len(inv.body)),
+            "CONTENT_TYPE": inv.header("content-type") or "",
+            "X_MATCHED_ROUTE": f"/fn/{name}/...",
+        }
+    )
+    for key, value in inv.headers:
+        if key not in _SKIPPED_HEADERS:
+            env["HTTP_" + key.upper().replace("-", "_")] = value
+    return list(env.items())
+
+
+def parse_cgi_response(out: bytes) -> Outcome:
+    """Split a CGI response into status, headers and body.
+
+    A header block is recognised only if every line before the first blank line looks like
+    `Name: value` with a token name; otherwise the whole output is the body.
+    """
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        idx = out.find(sep, 0, _HEADER_LIMIT)
+        if idx != -1:
+            break
+    else:
+        return Outcome(200, [("content-type", "application/octet-stream")], out)
+    head, body = out[:idx], out[idx + len(sep) :]
+    headers: list[tuple[str, str]] = []
+    status = 200
+    for raw_line in head.split(b"\n"):
+        line = raw_line.rstrip(b"\r").decode("latin-1")
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not name or not _is_token(name):
+            return Outcome(200, [("content-type", "application/octet-stream")], out)
+        value = value.strip()
+        lname = name.lower()
+        if lname == "status":
+            code = value.split(" ", 1)[0]
+            if not code.isdigit() or not 100 <= int(code) <= 599:
+                raise GuestError(f"guest sent an invalid CGI Status header: {value!r}")
+            status = int(code)
+        else:
+            headers.append((lname, value))
+    if status == 200 and any(k == "location" for k, _ in headers):
+        status = 302  # CGI: a Location without Status is a redirect
+    if not any(k == "content-type" for k, _ in headers):
+        headers.append(("content-type", "application/octet-stream"))
+    return Outcome(status, headers, body)
+
+
+def _is_token(name: str) -> bool:
+    return all(c.isalnum() or c in "-_" for c in name)

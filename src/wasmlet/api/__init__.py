@@ -1,0 +1,1 @@
+"""The HTTP surface: management, invoke, gateway, WasmEngine compat, system routes."""

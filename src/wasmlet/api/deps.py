@@ -1,0 +1,11 @@
+"""FastAPI dependencies shared by the management routes."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from wasmlet.api.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.wasmlet

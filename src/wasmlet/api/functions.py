@@ -1,0 +1,162 @@
+"""Management routes: deploy, list, inspect, patch, roll back, delete, invocation records.
+
+Handlers are plain `def`s: FastAPI runs them on its thread pool, which is where blocking
+SQL and compilation belong.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
+from pydantic import BaseModel
+
+from wasmlet.api.deps import get_state
+from wasmlet.api.state import AppState
+from wasmlet.errors import InvalidRequest, PayloadTooLarge
+from wasmlet.names import check_name
+from wasmlet.registry.views import FunctionView, InvocationView, VersionView
+from wasmlet.spec import parse_update
+
+router = APIRouter(prefix="/api/v1/functions", tags=["functions"])
+State = Annotated[AppState, Depends(get_state)]
+
+
+class FunctionList(BaseModel):
+    functions: list[FunctionView]
+
+
+class VersionList(BaseModel):
+    versions: list[VersionView]
+
+
+class InvocationList(BaseModel):
+    invocations: list[InvocationView]
+
+
+class Deleted(BaseModel):
+    deleted: str
+    blobs_removed: int
+
+
+class RollbackBody(BaseModel):
+    digest: str
+
+
+def pairs(values: list[str] | None, what: str) -> dict[str, str] | None:
+    """Turn repeated `K=V` form fields into a dict."""
+    if not values:
+        return None
+    out = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise InvalidRequest(f"{what} entries must look like KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+@router.post(
+    "",
+    response_model=FunctionView,
+    status_code=201,
+    summary="Deploy a function (a new version, or the same version again)",
+    responses={200: {"description": "These bytes and spec were already deployed"}},
+)
+def deploy(
+    state: State,
+    response: Response,
+    name: Annotated[str, Form(max_length=200)],
+    file: Annotated[UploadFile, File(description=".wasm or .wat module")],
+    spec: Annotated[str | None, Form(description="JSON object of spec fields")] = None,
+    abi: Annotated[str | None, Form()] = None,
+    export: Annotated[str | None, Form()] = None,
+    timeout_ms: Annotated[int | None, Form()] = None,
+    memory_mb: Annotated[int | None, Form()] = None,
+    fuel: Annotated[int | None, Form()] = None,
+    reuse: Annotated[bool | None, Form()] = None,
+    pool_size: Annotated[int | None, Form()] = None,
+    config: Annotated[list[str] | None, Form(description="KEY=VALUE, repeatable")] = None,
+    env: Annotated[list[str] | None, Form(description="KEY=VALUE, repeatable")] = None,
+    allowed_host: Annotated[list[str] | None, Form(description="repeatable")] = None,
+) -> FunctionView:
+    check_name(name)
+    fields: dict[str, Any] = {}
+    if spec:
+        try:
+            fields = json.loads(spec)
+        except ValueError:
+            raise InvalidRequest("spec is not valid JSON", status=400) from None
+        if not isinstance(fields, dict):
+            raise InvalidRequest("spec must be a JSON object")
+    for key, value in {
+        "abi": abi,
+        "export": export,
+        "timeout_ms": timeout_ms,
+        "memory_mb": memory_mb,
+        "fuel": fuel,
+        "reuse": reuse,
+        "pool_size": pool_size,
+        "config": pairs(config, "config"),
+        "env": pairs(env, "env"),
+        "allowed_hosts": allowed_host,
+    }.items():
+        if value is not None:
+            fields[key] = value
+    update = parse_update(fields)
+    limit = state.settings.max_module_bytes
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"module exceeds the {limit}-byte limit")
+    view, created = state.deployer.deploy(name, data, update)
+    response.status_code = 201 if created else 200
+    return view
+
+
+@router.get("", response_model=FunctionList, summary="List functions")
+def list_functions(state: State) -> FunctionList:
+    return FunctionList(functions=state.repo.list_functions())
+
+
+@router.get("/{name}", response_model=FunctionView, summary="Describe a function")
+def get_function(state: State, name: str) -> FunctionView:
+    return state.repo.get_function(check_name(name))
+
+
+@router.patch(
+    "/{name}",
+    response_model=FunctionView,
+    summary="Change limits or config: a new version of the same module, no re-upload",
+)
+def patch_function(state: State, name: str, body: dict[str, Any]) -> FunctionView:
+    return state.deployer.patch(check_name(name), parse_update(body))
+
+
+@router.delete("/{name}", response_model=Deleted, summary="Delete a function and its versions")
+def delete_function(state: State, name: str) -> Deleted:
+    removed = state.deployer.delete(check_name(name))
+    return Deleted(deleted=name, blobs_removed=removed)
+
+
+@router.get("/{name}/versions", response_model=VersionList, summary="Version history")
+def list_versions(state: State, name: str) -> VersionList:
+    return VersionList(versions=state.repo.versions(check_name(name)))
+
+
+@router.post(
+    "/{name}/rollback", response_model=FunctionView, summary="Make an earlier version active"
+)
+def rollback(state: State, name: str, body: RollbackBody) -> FunctionView:
+    return state.deployer.rollback(check_name(name), body.digest)
+
+
+@router.get(
+    "/{name}/invocations", response_model=InvocationList, summary="Recent invocation records"
+)
+def invocations(
+    state: State, name: str, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> InvocationList:
+    state.meter.flush()
+    state.repo.get_function(check_name(name))
+    return InvocationList(invocations=state.repo.invocations(name, limit))

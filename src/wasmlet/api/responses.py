@@ -1,0 +1,41 @@
+"""Raw ASGI response helpers shared by the hot-path routes and the error handlers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from wasmlet.abi import Outcome
+from wasmlet.errors import WasmletError
+
+Send = Any
+# Headers a guest may not set: the server owns framing and connection management.
+_GUEST_FORBIDDEN = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
+
+
+async def send_bytes(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, data: Any, extra: dict[str, str] | None = None) -> None:
+    headers = [(b"content-type", b"application/json")]
+    for key, value in (extra or {}).items():
+        headers.append((key.lower().encode(), value.encode()))
+    await send_bytes(send, status, headers, json.dumps(data).encode())
+
+
+async def send_error(send: Send, exc: WasmletError) -> None:
+    await send_json(send, exc.status, exc.to_body(), exc.headers)
+
+
+async def send_outcome(send: Send, outcome: Outcome) -> None:
+    headers = []
+    for key, value in outcome.headers:
+        bkey = key.encode("latin-1")
+        if bkey not in _GUEST_FORBIDDEN:
+            headers.append((bkey, value.encode("latin-1", "replace")))
+    await send_bytes(send, outcome.status, headers, outcome.body)

@@ -1,0 +1,59 @@
+"""Everything a server process holds, built once at startup and shared by the routes."""
+
+from __future__ import annotations
+
+import fcntl
+from dataclasses import dataclass
+from pathlib import Path
+
+from wasmlet.config import Settings
+from wasmlet.metering import Meter
+from wasmlet.registry.blobs import BlobStore
+from wasmlet.registry.changes import ChangeSignal
+from wasmlet.registry.db import make_engine, make_sessionmaker, upgrade
+from wasmlet.registry.deploy import Deployer
+from wasmlet.registry.repository import Repository
+from wasmlet.runtime.invoker import Invoker, Runtime
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    repo: Repository
+    blobs: BlobStore
+    changes: ChangeSignal
+    runtime: Runtime
+    deployer: Deployer
+    meter: Meter
+    invoker: Invoker
+
+    def close(self) -> None:
+        self.meter.stop()
+        self.runtime.close()
+
+
+def migrate(settings: Settings) -> None:
+    """Upgrade the schema once, even when several workers start together."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = Path(settings.data_dir) / "migrate.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        engine = make_engine(settings.db_url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+
+
+def build_state(settings: Settings) -> AppState:
+    migrate(settings)
+    engine = make_engine(settings.db_url)
+    repo = Repository(make_sessionmaker(engine))
+    blobs = BlobStore(settings.data_dir / "blobs")
+    changes = ChangeSignal(settings.data_dir)
+    runtime = Runtime(settings)
+    deployer = Deployer(settings, runtime.engine, runtime.cache, blobs, repo, changes)
+    meter = Meter(repo, retention=settings.invocation_retention)
+    meter.start()
+    invoker = Invoker(settings, runtime, repo, blobs, ChangeSignal(settings.data_dir), meter)
+    return AppState(settings, repo, blobs, changes, runtime, deployer, meter, invoker)

@@ -1,0 +1,66 @@
+"""Health, metrics and raw blob upload."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from pydantic import BaseModel
+
+from wasmlet import __version__
+from wasmlet.api.deps import get_state
+from wasmlet.api.state import AppState
+from wasmlet.errors import InvalidRequest, PayloadTooLarge
+
+router = APIRouter(tags=["system"])
+State = Annotated[AppState, Depends(get_state)]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    functions: int
+
+
+class BlobOut(BaseModel):
+    digest: str
+    size: int
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness and readiness")
+def healthz(state: State) -> Health:
+    return Health(status="ok", version=__version__, functions=len(state.repo.list_functions()))
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics() -> Response:
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post(
+    "/api/v1/blobs",
+    response_model=BlobOut,
+    status_code=201,
+    summary="Store module bytes (validated) and return their digest, for /function/deploy",
+)
+async def upload_blob(state: State, request: Request) -> BlobOut:
+    limit = state.settings.max_module_bytes
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(f"module exceeds the {limit}-byte limit")
+    if not data:
+        raise InvalidRequest("empty body")
+    candidate = await run_in_threadpool(state.deployer.parse, bytes(data))
+    digest = state.blobs.put(candidate.wasm)
+    return BlobOut(digest=digest, size=len(candidate.wasm))

@@ -1,0 +1,42 @@
+"""The example functions shipped with wasmlet, deployed by `wasmlet serve --examples`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from wasmlet.config import Settings
+from wasmlet.spec import parse_update
+
+log = logging.getLogger(__name__)
+
+
+def examples_dir() -> Path:
+    packaged = Path(__file__).parent / "_examples"  # wheel installs
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "examples"  # source checkouts
+
+
+def manifest() -> list[dict[str, Any]]:
+    return json.loads((examples_dir() / "manifest.json").read_text())
+
+
+def deploy_examples(settings: Settings) -> list[str]:
+    """Deploy every bundled example straight into the registry (before workers start)."""
+    from wasmlet.api.state import build_state
+
+    state = build_state(settings)
+    deployed = []
+    try:
+        for item in manifest():
+            data = (examples_dir() / item["file"]).read_bytes()
+            spec = {"abi": item["abi"], "export": item.get("export")}
+            state.deployer.deploy(item["name"], data, parse_update(spec))
+            deployed.append(item["name"])
+    finally:
+        state.close()
+    log.info("deployed examples: %s", ", ".join(deployed))
+    return deployed

@@ -1,0 +1,49 @@
+"""The `wasmlet` command: `serve` runs the platform; the rest talk to it over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wasmlet.config import load_settings
+
+app = typer.Typer(
+    name="wasmlet",
+    help="Functions-as-a-Service for WebAssembly.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Functions-as-a-Service for WebAssembly."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8080]")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Data directory [default: $WASMLET_DATA_DIR or ./.wasmlet]"),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [default: 1]")] = None,
+    examples: Annotated[bool, typer.Option(help="Deploy the bundled example functions")] = False,
+) -> None:
+    """Start the server."""
+    from wasmlet.server import serve as run
+
+    run(
+        load_settings(host=host, port=port, data_dir=data_dir, workers=workers),
+        examples=examples,
+    )
+
+
+def main() -> None:
+    from wasmlet.cli import commands  # noqa: F401  (registers the client commands)
+
+    app()

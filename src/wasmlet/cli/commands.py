@@ -1,0 +1,1 @@
+"""Client commands (filled in below)."""

@@ -1,0 +1,82 @@
+"""Server settings: embedded defaults < config file < environment (WASMLET_*) < CLI flags.
+
+The config file is TOML, found at `$WASMLET_CONFIG` or `<data_dir>/wasmlet.toml`.
+CLI flags arrive as keyword arguments, which pydantic-settings ranks highest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _config_file() -> Path:
+    explicit = os.environ.get("WASMLET_CONFIG")
+    if explicit:
+        return Path(explicit)
+    data_dir = os.environ.get("WASMLET_DATA_DIR", ".wasmlet")
+    return Path(data_dir) / "wasmlet.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WASMLET_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = Field(1, ge=1, le=64)
+    data_dir: Path = Path(".wasmlet")
+    database_url: str | None = None  # default: SQLite file in the data dir
+
+    # Limits every function gets unless its spec says otherwise.
+    default_timeout_ms: int = Field(5000, ge=1)
+    default_memory_mb: int = Field(64, ge=1)
+    max_timeout_ms: int = Field(300_000, ge=1)
+    max_memory_mb: int = Field(4096, ge=1)
+    default_pool_size: int = Field(32, ge=1)
+    queue_timeout_ms: int = Field(2000, ge=0)
+
+    max_module_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    max_log_bytes: int = Field(16 * 1024, ge=0)
+    max_output_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    invocation_retention: int = Field(1000, ge=0)  # records kept per function
+
+    fuel_metering: bool = True
+    epoch_tick_ms: int = Field(10, ge=1)
+    # Calls whose recent average stays under this many microseconds run on the event
+    # loop thread; longer ones hop to the executor (see runtime/dispatch.py).
+    inline_budget_us: int = Field(1000, ge=0)
+    inline_deadline_ms: int = Field(50, ge=1)
+    executor_threads: int = Field(32, ge=1)
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'wasmlet.db').resolve()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, dropping CLI overrides the user did not give (None)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

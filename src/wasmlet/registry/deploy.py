@@ -1,0 +1,196 @@
+"""Deploy, patch, roll back and delete: every check happens before anything is stored.
+
+Order matters for "a rejected deploy stores nothing": parse (WAT or binary), compile
+(full validation), resolve the spec, check imports and exports against the ABI; only then
+write the blob, the compiled artifact and the SQL rows, and signal the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import wasmtime
+
+from wasmlet.abi import get_abi
+from wasmlet.config import Settings
+from wasmlet.errors import InvalidRequest, PayloadTooLarge
+from wasmlet.names import check_name
+from wasmlet.registry.blobs import BlobStore, digest_of
+from wasmlet.registry.changes import ChangeSignal
+from wasmlet.registry.repository import Repository
+from wasmlet.registry.views import FunctionView
+from wasmlet.runtime.compile_cache import CompileCache
+from wasmlet.runtime.module_info import ModuleInfo, describe, module_meta
+from wasmlet.spec import FunctionSpec, SpecUpdate, check_limits, merge
+
+log = logging.getLogger(__name__)
+
+_WASM_MAGIC = b"\0asm"
+_CORE_VERSION = b"\x01\0\0\0"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    wasm: bytes
+    module: wasmtime.Module
+    info: ModuleInfo
+
+
+class Deployer:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: wasmtime.Engine,
+        cache: CompileCache,
+        blobs: BlobStore,
+        repo: Repository,
+        changes: ChangeSignal,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.cache = cache
+        self.blobs = blobs
+        self.repo = repo
+        self.changes = changes
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def parse(self, data: bytes) -> Candidate:
+        if not data:
+            raise InvalidRequest("module is empty")
+        if len(data) > self.settings.max_module_bytes:
+            raise PayloadTooLarge(
+                f"module is {len(data)} bytes; the limit is {self.settings.max_module_bytes}"
+            )
+        if data.startswith(_WASM_MAGIC):
+            if data[4:8] != _CORE_VERSION:
+                raise InvalidRequest(
+                    "this looks like a WebAssembly component; components are not supported yet"
+                )
+            wasm = data
+        else:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest("not a wasm module (bad magic) and not WAT text") from None
+            try:
+                wasm = bytes(wasmtime.wat2wasm(text))
+            except wasmtime.WasmtimeError as exc:
+                raise InvalidRequest(f"WAT syntax error: {_short(str(exc))}") from None
+        try:
+            module = wasmtime.Module(self.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidRequest(f"invalid wasm module: {_short(str(exc))}") from None
+        return Candidate(wasm, module, describe(module, wasm))
+
+    def resolve(
+        self, candidate: Candidate, update: SpecUpdate, base: FunctionSpec | None = None
+    ) -> FunctionSpec:
+        check_limits(update, self.settings)
+        info = candidate.info
+        abi_name = update.abi or (base.abi if base else None) or _guess_abi(info)
+        abi = get_abi(abi_name)
+        same_abi = base is not None and base.abi == abi_name
+        export = update.export or (base.export if same_abi else None) or abi.default_export(info)
+        if export is None:
+            names = ", ".join(sorted(info.func_exports)) or "none"
+            raise InvalidRequest(
+                f"choose the export to call (exported functions: {names}); pass export"
+            )
+        reuse = update.reuse
+        if reuse is None:
+            reuse = base.reuse if same_abi else abi.default_reuse
+        values = {
+            "abi": abi_name,
+            "export": export,
+            "timeout_ms": self.settings.default_timeout_ms,
+            "memory_mb": self.settings.default_memory_mb,
+            "pool_size": self.settings.default_pool_size,
+            "reuse": reuse,
+        }
+        if base is not None:
+            values = {**merge(base, SpecUpdate()), **values}
+        values.update(update.model_dump(exclude_none=True, exclude={"abi", "export", "reuse"}))
+        spec = FunctionSpec.model_validate(values)
+        missing = [f"{i.module}.{i.name}" for i in info.imports if not abi.provides(i)]
+        if missing:
+            raise InvalidRequest(
+                f"module imports {', '.join(missing)}, which the {abi_name} abi and the "
+                "function's granted capabilities do not provide"
+            )
+        abi.check(info, spec)
+        return spec
+
+    # -- operations ------------------------------------------------------------------------
+
+    def deploy(self, name: str, data: bytes, update: SpecUpdate) -> tuple[FunctionView, bool]:
+        check_name(name)
+        candidate = self.parse(data)
+        spec = self.resolve(candidate, update)
+        return self._store(name, candidate, spec)
+
+    def patch(self, name: str, update: SpecUpdate) -> FunctionView:
+        check_name(name)
+        active = self.repo.active_version(name)
+        base = FunctionSpec.model_validate(active.spec)
+        candidate = self.parse(self.blobs.get(active.module_digest))
+        spec = self.resolve(candidate, update, base)
+        view, _ = self._store(name, candidate, spec)
+        return view
+
+    def rollback(self, name: str, digest: str) -> FunctionView:
+        check_name(name)
+        view = self.repo.activate(name, digest)
+        self.changes.bump()
+        return view
+
+    def delete(self, name: str) -> int:
+        """Stop serving a function now, then drop the module bytes nothing else uses."""
+        check_name(name)
+        modules = {v.module_digest for v in self.repo.versions(name)}
+        self.repo.delete_function(name)
+        self.changes.bump()
+        return self.collect_garbage(modules)
+
+    def collect_garbage(self, candidates: set[str] | None = None) -> int:
+        """Remove blobs and compiled artifacts no version refers to.
+
+        With `candidates`, only those digests are considered, so a blob uploaded for a
+        deploy that has not happened yet is left alone.
+        """
+        referenced = self.repo.referenced_modules()
+        removed = 0
+        for digest in list(candidates if candidates is not None else self.blobs.digests()):
+            if digest not in referenced:
+                self.blobs.delete(digest)
+                self.cache.discard(digest)
+                removed += 1
+        return removed
+
+    def _store(
+        self, name: str, candidate: Candidate, spec: FunctionSpec
+    ) -> tuple[FunctionView, bool]:
+        module_digest = self.blobs.put(candidate.wasm)
+        assert module_digest == digest_of(candidate.wasm)
+        self.cache.store(module_digest, candidate.module)
+        view, created = self.repo.add_version(
+            name,
+            module_digest=module_digest,
+            size=len(candidate.wasm),
+            abi=spec.abi,
+            spec=spec.canonical(),
+            exports=module_meta(candidate.info),
+        )
+        self.changes.bump()
+        log.info("deployed %s %s (%s)", name, view.active_version.digest[:19], spec.abi)
+        return view, created
+
+
+def _guess_abi(info: ModuleInfo) -> str:
+    return "wasi-cgi" if "_start" in info.func_exports else "core"
+
+
+def _short(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return " ".join(lines[:3])[:500] if lines else "unknown error"

@@ -1,0 +1,1 @@
+"""Compiling, pooling and running guest code on one wasmtime Engine per process."""

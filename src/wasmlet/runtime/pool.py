@@ -1,0 +1,138 @@
+"""InstancePool: the instances of one function version, each lent to one request at a time.
+
+A pool owns an `InstancePre` (imports resolved once), hands a request either an idle
+instance (reuse mode) or a fresh one (~25 us from the InstancePre), arms its deadline,
+fuel and memory cap, and takes it back only if the call ended cleanly. Concurrency is
+bounded by the caller (runtime/invoker.py) with `capacity`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import wasmtime
+
+from wasmlet.runtime.faults import classify
+from wasmlet.runtime.slot import UNLIMITED_FUEL, Slot
+from wasmlet.spec import FunctionSpec
+
+if TYPE_CHECKING:
+    from wasmlet.abi.base import Abi, Invocation, Outcome
+    from wasmlet.runtime.engine import EpochTicker
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """The active version of a function, as the registry describes it to the runtime."""
+
+    name: str
+    digest: str
+    module_digest: str
+    spec: FunctionSpec
+    functions: dict[str, Any] = field(default_factory=dict)  # export -> signature
+    wasi: bool = False
+
+
+@dataclass(slots=True)
+class CallReport:
+    """What one call cost, filled in whether it succeeded or not."""
+
+    duration_us: float = 0.0
+    fuel_used: int | None = None
+    peak_memory: int = 0
+    instantiated: bool = False
+    logs: bytes = b""
+
+
+class InstancePool:
+    def __init__(
+        self,
+        ref: VersionRef,
+        abi: Abi,
+        engine: wasmtime.Engine,
+        module: wasmtime.Module,
+        ticker: EpochTicker,
+        *,
+        fuel_metering: bool,
+        log_limit: int,
+        output_limit: int,
+    ) -> None:
+        self.ref = ref
+        self.spec = ref.spec
+        self.abi = abi
+        self.engine = engine
+        self.ticker = ticker
+        self.fuel_metering = fuel_metering
+        self.log_limit = log_limit
+        self.output_limit = output_limit
+        linker = wasmtime.Linker(engine)
+        abi.define_imports(linker)
+        self.pre = linker.instantiate_pre(module)
+        self.reuse = ref.spec.reuse
+        self.capacity = ref.spec.pool_size
+        self.idle: deque[Slot] = deque()
+        self.instantiations = 0
+        self._fuel = ref.spec.fuel if ref.spec.fuel is not None else UNLIMITED_FUEL
+        self._ticks = ticker.ticks_for(ref.spec.timeout_ms)
+
+    def execute(self, inv: Invocation, report: CallReport, timeout_ms: int | None = None) -> Outcome:
+        """Run one invocation to completion on the calling thread. Thread-safe."""
+        ticks = self._ticks if timeout_ms is None else self.ticker.ticks_for(timeout_ms)
+        started = time.perf_counter()
+        slot: Slot | None = None
+        healthy = False
+        try:
+            slot = self.idle.pop() if self.reuse and self.idle else None
+            if slot is None:
+                slot = self._new_slot(inv, ticks)
+                report.instantiated = True
+            else:
+                slot.store.set_epoch_deadline(ticks)
+                if self.fuel_metering:
+                    slot.store.set_fuel(self._fuel)
+                slot.logs.clear()
+            outcome = self.abi.call(slot, inv)
+            healthy = True
+            return outcome
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise classify(
+                exc,
+                timeout_ms=timeout_ms or self.spec.timeout_ms,
+                memory_used=slot.memory_bytes() if slot and slot.instance else 0,
+                memory_cap=self.spec.memory_bytes,
+                fuel=self.spec.fuel,
+            ) from None
+        finally:
+            report.duration_us = (time.perf_counter() - started) * 1e6
+            if slot is not None:
+                if self.fuel_metering:
+                    try:
+                        report.fuel_used = self._fuel - slot.store.get_fuel()
+                    except wasmtime.WasmtimeError:
+                        report.fuel_used = None
+                if slot.instance is not None:
+                    report.peak_memory = slot.memory_bytes()
+                report.logs = slot.logs.getvalue()
+                slot.calls += 1
+                if healthy and self.reuse:
+                    self.idle.append(slot)
+
+    def _new_slot(self, inv: Invocation, ticks: int) -> Slot:
+        store = wasmtime.Store(self.engine)
+        store.set_limits(memory_size=self.spec.memory_bytes, table_elements=1_000_000)
+        store.set_epoch_deadline(ticks)
+        if self.fuel_metering:
+            store.set_fuel(self._fuel)
+        slot = Slot(store, self.log_limit)
+        slot.function = self
+        self.abi.configure_store(slot, inv)
+        self.instantiations += 1
+        slot.bind(self.pre.instantiate(store))
+        self.abi.on_instance(slot)
+        return slot
+
+    def drain(self) -> None:
+        self.idle.clear()

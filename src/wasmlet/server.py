@@ -1,0 +1,70 @@
+"""Starting the HTTP server: one process, or N worker processes sharing the data dir."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import uvicorn
+
+from wasmlet.config import Settings
+
+log = logging.getLogger("wasmlet")
+
+_ENV_KEYS = ("host", "port", "workers", "data_dir", "database_url")
+
+
+def _export_settings(settings: Settings) -> None:
+    """Worker processes rebuild settings from the environment; hand them ours."""
+    for key in _ENV_KEYS:
+        value = getattr(settings, key)
+        if value is not None:
+            os.environ[f"WASMLET_{key.upper()}"] = str(value)
+
+
+def _prepare_metrics_dir(settings: Settings) -> None:
+    # Several workers: prometheus-client aggregates through files in a shared directory.
+    path = settings.data_dir.resolve() / "metrics"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def serve(settings: Settings, *, examples: bool = False) -> None:
+    from wasmlet.api.state import migrate
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    migrate(settings)
+    if examples:
+        from wasmlet.bundled import deploy_examples
+
+        deploy_examples(settings)
+    _export_settings(settings)
+    if settings.workers > 1:
+        _prepare_metrics_dir(settings)
+    config = uvicorn.Config(
+        "wasmlet.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+        access_log=False,
+        http="httptools",
+        loop="uvloop",
+        timeout_keep_alive=30,
+        limit_concurrency=10_000,
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+    if settings.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, target=server.run, sockets=[sock]).run()
+    else:
+        server.run()

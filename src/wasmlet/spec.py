@@ -1,0 +1,107 @@
+"""What a function version is allowed and expected to do: its ABI, export, limits, grants.
+
+A spec is validated at the edge (pydantic), resolved against platform defaults at deploy,
+and stored in full with the version, so a version keeps behaving the same when platform
+defaults change later.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from wasmlet.config import Settings
+from wasmlet.errors import InvalidRequest
+
+_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
+_HOST_RE = re.compile(r"[A-Za-z0-9*.\-]{1,253}(:[0-9]{1,5})?")
+_EXPORT_RE = re.compile(r"[^\x00-\x1f/]{1,256}")
+
+
+class SpecUpdate(BaseModel):
+    """Fields a deploy or PATCH may set; None means "keep / use the default"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    abi: str | None = None
+    export: str | None = None
+    timeout_ms: int | None = Field(None, ge=1)
+    memory_mb: int | None = Field(None, ge=1)
+    fuel: int | None = Field(None, ge=0)
+    config: dict[str, str] | None = None
+    env: dict[str, str] | None = None
+    allowed_hosts: list[str] | None = None
+    reuse: bool | None = None
+    pool_size: int | None = Field(None, ge=1, le=1024)
+
+    @field_validator("export")
+    @classmethod
+    def _export(cls, v: str | None) -> str | None:
+        if v is not None and not _EXPORT_RE.fullmatch(v):
+            raise ValueError("export must be 1-256 printable characters without '/'")
+        return v
+
+    @field_validator("config", "env")
+    @classmethod
+    def _keys(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            if not _KEY_RE.fullmatch(key):
+                raise ValueError(f"invalid key {key!r}")
+        return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str] | None) -> list[str] | None:
+        for host in v or []:
+            if not _HOST_RE.fullmatch(host):
+                raise ValueError(f"invalid host pattern {host!r}")
+        return v
+
+
+class FunctionSpec(BaseModel):
+    """A fully resolved spec, as stored with a version."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    abi: str
+    export: str
+    timeout_ms: int
+    memory_mb: int
+    fuel: int | None = None
+    config: dict[str, str] = {}
+    env: dict[str, str] = {}
+    allowed_hosts: list[str] = []
+    reuse: bool
+    pool_size: int
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory_mb * 1024 * 1024
+
+    def canonical(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_update(data: dict[str, Any]) -> SpecUpdate:
+    try:
+        return SpecUpdate.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        raise InvalidRequest(f"invalid spec field {where}: {first['msg']}") from None
+
+
+def check_limits(update: SpecUpdate, settings: Settings) -> None:
+    if update.timeout_ms is not None and update.timeout_ms > settings.max_timeout_ms:
+        raise InvalidRequest(f"timeout_ms may be at most {settings.max_timeout_ms}")
+    if update.memory_mb is not None and update.memory_mb > settings.max_memory_mb:
+        raise InvalidRequest(f"memory_mb may be at most {settings.max_memory_mb}")
+
+
+def merge(base: FunctionSpec, update: SpecUpdate) -> dict[str, Any]:
+    """Apply the fields an update sets on top of an existing spec."""
+    merged = base.canonical()
+    merged.update(update.model_dump(exclude_none=True))
+    return merged
