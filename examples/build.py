@@ -50,9 +50,9 @@ class BuildError(Exception):
 
 @dataclass
 class Example:
-    name: str      # folder name, also the module name
-    source: Path   # <folder>/<name>.wat or <folder>/<name>.c
-    kind: str      # "wat" or "c"
+    name: str  # folder name, also the module name
+    source: Path  # <folder>/<name>.wat or <folder>/<name>.c
+    kind: str  # "wat" or "c"
 
     @property
     def output(self) -> Path:
@@ -145,7 +145,8 @@ def check_c_module(info: dict) -> None:
     if info["pages"] is not None and info["pages"] > MAX_INITIAL_PAGES:
         raise BuildError(
             f"initial memory is {info['pages']} pages (> {MAX_INITIAL_PAGES}); "
-            "was -Wl,-z,stack-size dropped?")
+            "was -Wl,-z,stack-size dropped?"
+        )
 
 
 def rel(path: Path) -> str:
@@ -206,7 +207,8 @@ def cmd_check(examples: list[Example]) -> int:
                     if set(info["exports"]) != set(fresh_info["exports"]):
                         raise BuildError(
                             f"{rel(out)} exports {sorted(info['exports'])}, a fresh build "
-                            f"exports {sorted(fresh_info['exports'])}; run examples/build.py")
+                            f"exports {sorted(fresh_info['exports'])}; run examples/build.py"
+                        )
             except BuildError as exc:
                 print(f"FAIL  {rel(ex.source)}: {exc}", file=sys.stderr)
                 failures += 1
@@ -221,8 +223,11 @@ def cmd_check(examples: list[Example]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="example folders to build (default: all)")
-    parser.add_argument("--check", action="store_true",
-                        help="rebuild into a temp dir and verify the committed .wasm files")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="rebuild into a temp dir and verify the committed .wasm files",
+    )
     args = parser.parse_args(argv)
 
     examples = discover()
@@ -230,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         known = {ex.name: ex for ex in examples}
         unknown = [n for n in args.names if n not in known]
         if unknown:
-            parser.error(f"unknown example(s): {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}")
+            parser.error(
+                f"unknown example(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         examples = [known[n] for n in args.names]
     if not examples:
         print("no examples found", file=sys.stderr)

@@ -53,9 +53,10 @@ class Settings(BaseSettings):
     fuel_metering: bool = True
     epoch_tick_ms: int = Field(10, ge=1)
     # Calls whose recent average stays under this many microseconds run on the event
-    # loop thread; longer ones hop to the executor (see runtime/dispatch.py).
+    # loop thread; longer ones hop to the executor (see runtime/dispatch.py). An inline
+    # call may burn at most `inline_fuel` (~10-45 ms) before it is replayed off-loop.
     inline_budget_us: int = Field(1000, ge=0)
-    inline_deadline_ms: int = Field(50, ge=1)
+    inline_fuel: int = Field(20_000_000, ge=1000)
     executor_threads: int = Field(32, ge=1)
 
     @property

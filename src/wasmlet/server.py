@@ -34,7 +34,9 @@ def _prepare_metrics_dir(settings: Settings) -> None:
 def serve(settings: Settings, *, examples: bool = False) -> None:
     from wasmlet.api.state import migrate
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
@@ -57,6 +59,7 @@ def serve(settings: Settings, *, examples: bool = False) -> None:
         http="httptools",
         loop="uvloop",
         timeout_keep_alive=30,
+        proxy_headers=False,  # X-Forwarded-* are not trusted unless a proxy is configured
         limit_concurrency=10_000,
         backlog=4096,
     )

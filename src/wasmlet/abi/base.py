@@ -23,7 +23,8 @@ class Invocation:
     method: str = "POST"
     path: str = "/"  # the path within the function, after /fn/{name}
     query: str = ""  # raw query string, not decoded
-    headers: list[tuple[str, str]] = field(default_factory=list)  # lower-case names
+    # As ASGI gives them: lower-case names, latin-1 bytes. Decoded only by ABIs that need them.
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytes = b""
     export: str | None = None
     args: Any = None  # JSON arguments from the invoke API (numeric ABIs)
@@ -33,17 +34,17 @@ class Invocation:
     remote_addr: str = ""
     scheme: str = "http"
 
-    def header(self, name: str) -> str | None:
+    def header(self, name: bytes) -> str | None:
         for key, value in self.headers:
             if key == name:
-                return value
+                return value.decode("latin-1")
         return None
 
 
 @dataclass(slots=True)
 class Outcome:
     status: int
-    headers: list[tuple[str, str]]
+    headers: list[tuple[bytes, bytes]]  # lower-case names, as sent on the wire
     body: bytes
     logs: bytes = b""
 

@@ -22,7 +22,7 @@ from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
 
 _INT_RANGE = {"i32": (-(2**31), 2**32 - 1), "i64": (-(2**63), 2**64 - 1)}
-_JSON = [("content-type", "application/json")]
+_JSON = [(b"content-type", b"application/json")]
 _HIDDEN_EXPORTS = {"_initialize", "_start", "memory"}
 
 
@@ -74,6 +74,8 @@ class CoreAbi:
         raw = _arguments(inv)
         values = _convert(raw, func.params, sig.get("names"), export)
         results = func(*values)
+        if len(results) == 1 and type(results[0]) is int:
+            return Outcome(200, list(_JSON), b'{"result": %d}' % results[0])
         out = [_jsonable(v) for v in results]
         result = None if not out else out[0] if len(out) == 1 else out
         return Outcome(200, list(_JSON), json.dumps({"result": result}).encode())

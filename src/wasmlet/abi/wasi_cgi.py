@@ -10,6 +10,7 @@ environment beyond the CGI variables and the variables its spec grants.
 from __future__ import annotations
 
 import os
+import re
 from typing import ClassVar
 
 import wasmtime
@@ -22,6 +23,7 @@ from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
 
 _HEADER_LIMIT = 64 * 1024
+_TOKEN = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _SKIPPED_HEADERS = {"content-type", "content-length", "authorization", "proxy-authorization"}
 
 
@@ -105,14 +107,18 @@ def cgi_environment(inv: Invocation, name: str, granted: dict[str, str]) -> list
             "QUERY_STRING": inv.query,
             "REMOTE_ADDR": inv.remote_addr,
             "CONTENT_LENGTH": str(len(inv.body)),
-            "CONTENT_TYPE": inv.header("content-type") or "",
+            "CONTENT_TYPE": inv.header(b"content-type") or "",
             "X_MATCHED_ROUTE": f"/fn/{name}/...",
         }
     )
-    for key, value in inv.headers:
+    for raw_key, raw_value in inv.headers:
+        key = raw_key.decode("latin-1")
         if key not in _SKIPPED_HEADERS:
-            env["HTTP_" + key.upper().replace("-", "_")] = value
+            env["HTTP_" + key.upper().replace("-", "_")] = raw_value.decode("latin-1")
     return list(env.items())
+
+
+_OCTET = (b"content-type", b"application/octet-stream")
 
 
 def parse_cgi_response(out: bytes) -> Outcome:
@@ -126,31 +132,26 @@ def parse_cgi_response(out: bytes) -> Outcome:
         if idx != -1:
             break
     else:
-        return Outcome(200, [("content-type", "application/octet-stream")], out)
+        return Outcome(200, [_OCTET], out)
     head, body = out[:idx], out[idx + len(sep) :]
-    headers: list[tuple[str, str]] = []
+    headers: list[tuple[bytes, bytes]] = []
     status = 200
     for raw_line in head.split(b"\n"):
-        line = raw_line.rstrip(b"\r").decode("latin-1")
-        name, colon, value = line.partition(":")
+        name, colon, value = raw_line.rstrip(b"\r").partition(b":")
         name = name.strip()
-        if not colon or not name or not _is_token(name):
-            return Outcome(200, [("content-type", "application/octet-stream")], out)
+        if not colon or not _TOKEN.fullmatch(name):
+            return Outcome(200, [_OCTET], out)
         value = value.strip()
         lname = name.lower()
-        if lname == "status":
-            code = value.split(" ", 1)[0]
+        if lname == b"status":
+            code = value.split(b" ", 1)[0]
             if not code.isdigit() or not 100 <= int(code) <= 599:
                 raise GuestError(f"guest sent an invalid CGI Status header: {value!r}")
             status = int(code)
         else:
             headers.append((lname, value))
-    if status == 200 and any(k == "location" for k, _ in headers):
+    if status == 200 and any(k == b"location" for k, _ in headers):
         status = 302  # CGI: a Location without Status is a redirect
-    if not any(k == "content-type" for k, _ in headers):
-        headers.append(("content-type", "application/octet-stream"))
+    if not any(k == b"content-type" for k, _ in headers):
+        headers.append(_OCTET)
     return Outcome(status, headers, body)
-
-
-def _is_token(name: str) -> bool:
-    return all(c.isalnum() or c in "-_" for c in name)

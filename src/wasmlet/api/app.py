@@ -96,7 +96,9 @@ def build_app(state: AppState) -> HotPath:
             from fastapi.openapi.utils import get_openapi
 
             schema = get_openapi(
-                title=api.title, version=api.version, description=api.description,
+                title=api.title,
+                version=api.version,
+                description=api.description,
                 routes=api.routes,
             )
             schema["paths"].update(HOT_PATHS)

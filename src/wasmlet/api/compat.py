@@ -27,7 +27,9 @@ State = Annotated[AppState, Depends(get_state)]
 
 class DeployBody(BaseModel):
     function_name: str
-    function_image: str = Field(description="sha256:<digest> of a stored blob, or a file in import/")
+    function_image: str = Field(
+        description="sha256:<digest> of a stored blob, or a file in import/"
+    )
     wasi_cap: bool = False
 
 
@@ -70,7 +72,9 @@ def deploy(state: State, body: DeployBody) -> CompatMessage:
     data = _image_bytes(state, body.function_image)
     if not body.wasi_cap:
         candidate = state.deployer.parse(data)
-        wasi = [f"{i.module}.{i.name}" for i in candidate.info.imports if i.module.startswith("wasi")]
+        wasi = [
+            f"{i.module}.{i.name}" for i in candidate.info.imports if i.module.startswith("wasi")
+        ]
         if wasi:
             raise InvalidRequest(f"module imports WASI ({wasi[0]}, ...) but wasi_cap is false")
     view, _ = state.deployer.deploy(name, data, SpecUpdate())

@@ -33,21 +33,18 @@ class HotPath:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/fn/"):
-                return await self._guard(self._gateway, scope, receive, send)
-            if path.startswith(_FUNCTIONS) and "/invoke" in path:
-                parts = path[len(_FUNCTIONS) :].split("/")
-                if len(parts) in (2, 3) and parts[1] == "invoke":
-                    return await self._guard(self._invoke, scope, receive, send, parts)
-            if path == "/function/invoke":
-                return await self._guard(self._compat_invoke, scope, receive, send)
+            try:
+                if path.startswith(_FUNCTIONS):
+                    parts = path[len(_FUNCTIONS) :].split("/")
+                    if len(parts) in (2, 3) and parts[1] == "invoke":
+                        return await self._invoke(scope, receive, send, parts)
+                elif path.startswith("/fn/"):
+                    return await self._gateway(scope, receive, send)
+                elif path == "/function/invoke":
+                    return await self._compat_invoke(scope, receive, send)
+            except WasmletError as exc:
+                return await send_error(send, exc)
         await self.app(scope, receive, send)
-
-    async def _guard(self, handler: Any, scope: Scope, receive: Any, send: Any, *args: Any) -> None:
-        try:
-            await handler(scope, receive, send, *args)
-        except WasmletError as exc:
-            await send_error(send, exc)
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -62,7 +59,7 @@ class HotPath:
 
     async def _gateway(self, scope: Scope, receive: Any, send: Any) -> None:
         rest = scope["path"][4:]
-        name, slash, sub = rest.partition("/")
+        name, _, sub = rest.partition("/")
         name = _name(name)
         body = await self._body(scope, receive)
         query = scope.get("query_string", b"").decode("latin-1")
@@ -88,20 +85,24 @@ class HotPath:
         inv = self._invocation(scope, b"", path="/", via="compat", export=data.get("export"))
         inv.args = args
         outcome = await self.invoker.invoke(name, inv)
-        if outcome.status == 200 and outcome.headers[:1] == [("content-type", "application/json")]:
+        if outcome.status == 200 and outcome.headers[:1] == [
+            (b"content-type", b"application/json")
+        ]:
             await send_outcome(send, outcome)
         else:
-            await send_json(send, outcome.status, {"result": outcome.body.decode("utf-8", "replace")})
+            await send_json(
+                send, outcome.status, {"result": outcome.body.decode("utf-8", "replace")}
+            )
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _invocation(
         self, scope: Scope, body: bytes, *, path: str, via: str, export: str | None
     ) -> Invocation:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        headers = scope["headers"]
         server = scope.get("server") or ("localhost", 80)
         client = scope.get("client") or ("", 0)
-        host = next((v for k, v in headers if k == "host"), server[0])
+        host = next((v.decode("latin-1") for k, v in headers if k == b"host"), server[0])
         return Invocation(
             method=scope["method"],
             path=path,
@@ -144,7 +145,7 @@ class HotPath:
 
 
 def _name(raw: str) -> str:
-    name = unquote(raw)
+    name = unquote(raw) if "%" in raw else raw
     if not is_valid_name(name):
         raise NotFound(f"function {name!r} not found")
     return name

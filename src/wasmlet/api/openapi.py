@@ -26,7 +26,7 @@ _ERRORS = {str(s): _ERROR for s in (400, 404, 405, 413, 422, 500, 503, 504)}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _RAW = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
 _INVOKE_BODY = {
-    "description": "For core functions: {\"args\": [..]} or {\"args\": {name: value}}. "
+    "description": 'For core functions: {"args": [..]} or {"args": {name: value}}. '
     "For other ABIs: the raw request body handed to the guest.",
     "content": {
         "application/json": {

@@ -21,7 +21,9 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_json(send: Send, status: int, data: Any, extra: dict[str, str] | None = None) -> None:
+async def send_json(
+    send: Send, status: int, data: Any, extra: dict[str, str] | None = None
+) -> None:
     headers = [(b"content-type", b"application/json")]
     for key, value in (extra or {}).items():
         headers.append((key.lower().encode(), value.encode()))
@@ -33,9 +35,5 @@ async def send_error(send: Send, exc: WasmletError) -> None:
 
 
 async def send_outcome(send: Send, outcome: Outcome) -> None:
-    headers = []
-    for key, value in outcome.headers:
-        bkey = key.encode("latin-1")
-        if bkey not in _GUEST_FORBIDDEN:
-            headers.append((bkey, value.encode("latin-1", "replace")))
+    headers = [h for h in outcome.headers if h[0] not in _GUEST_FORBIDDEN]
     await send_bytes(send, outcome.status, headers, outcome.body)

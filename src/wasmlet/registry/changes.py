@@ -1,40 +1,51 @@
 """Telling every worker process that the registry changed.
 
-Workers of one node share the data dir. A change replaces `<data_dir>/registry.gen`
-atomically (new inode), and each worker compares that file's inode and mtime with what it
-last saw: one stat() per request, ~1 us, so a delete or rollback is seen by the very next
-request in every worker. (Scale-out across machines will use a Redis channel instead.)
+Workers of one node share the data dir. `<data_dir>/registry.gen` holds an 8-byte
+generation counter that every process maps into memory: a change increments it (under an
+exclusive file lock), and each request compares it with the value its worker last saw.
+That is a plain memory read — no syscall, no GIL release on the request path — and a
+delete or rollback is seen by the very next request in every worker. (Scale-out across
+machines will use a Redis channel instead.)
 """
 
 from __future__ import annotations
 
+import fcntl
+import mmap
 import os
-import tempfile
-import time
+import struct
 from pathlib import Path
+
+_SIZE = 8
 
 
 class ChangeSignal:
     def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "registry.gen"
-        self._seen: tuple[int, int] | None = None
-        if not self.path.exists():
-            self.bump()
+        self.path = Path(data_dir) / "registry.gen"
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_size < _SIZE:
+                os.ftruncate(fd, _SIZE)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._map = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self._seen: int | None = None
+
+    @property
+    def generation(self) -> int:
+        return struct.unpack_from("<Q", self._map)[0]
 
     def bump(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".gen")
-        with os.fdopen(fd, "w") as f:
-            f.write(str(time.time_ns()))
-        os.replace(tmp, self.path)
+        with open(self.path, "rb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            struct.pack_into("<Q", self._map, 0, self.generation + 1)
 
     def changed(self) -> bool:
         """True once after each change since the previous call (and on the first call)."""
-        try:
-            st = os.stat(self.path)
-            token = (st.st_ino, st.st_mtime_ns)
-        except FileNotFoundError:
-            token = (0, 0)
-        if token != self._seen:
-            self._seen = token
+        gen = struct.unpack_from("<Q", self._map)[0]
+        if gen != self._seen:
+            self._seen = gen
             return True
         return False

@@ -56,7 +56,9 @@ class Version(Base):
     """An immutable version: module bytes (by digest) plus the resolved spec."""
 
     __tablename__ = "versions"
-    __table_args__ = (UniqueConstraint("function_id", "digest", name="uq_versions_function_digest"),)
+    __table_args__ = (
+        UniqueConstraint("function_id", "digest", name="uq_versions_function_digest"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     function_id: Mapped[int] = mapped_column(ForeignKey("functions.id", ondelete="CASCADE"))
@@ -69,9 +71,7 @@ class Version(Base):
     exports: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    function: Mapped[Function] = relationship(
-        back_populates="versions", foreign_keys=[function_id]
-    )
+    function: Mapped[Function] = relationship(back_populates="versions", foreign_keys=[function_id])
 
 
 class InvocationRecord(Base):

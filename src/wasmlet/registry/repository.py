@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -175,10 +174,33 @@ class Repository:
     # -- invocation records ----------------------------------------------------------------
 
     def insert_invocations(self, records: Iterable[dict[str, Any]]) -> None:
+        """Write records as multi-row INSERTs of up to 500 rows.
+
+        Written against the DB-API directly: an ORM/Core executemany steps once per row,
+        and the sqlite3 driver gives up the GIL at every step, so under load each row would
+        cost the event-loop thread a forced thread switch; SQLAlchemy's compiler is too slow
+        for thousand-parameter statements. One statement per chunk avoids both.
+        """
         rows = list(records)
-        if rows:
-            with self.sessions.begin() as s:
-                s.execute(InvocationRecord.__table__.insert(), rows)
+        if not rows:
+            return
+        table = InvocationRecord.__table__
+        columns = [c for c in table.columns if c.name != "id"]
+        engine = self.sessions.kw["bind"]
+        dialect = engine.dialect
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        convert = [(c.name, c.type.bind_processor(dialect)) for c in columns]
+        one = "(" + ",".join([mark] * len(columns)) + ")"
+        head = f"INSERT INTO {table.name} ({','.join(c.name for c in columns)}) VALUES "
+        with engine.begin() as conn:
+            for i in range(0, len(rows), 500):
+                chunk = rows[i : i + 500]
+                params: list[Any] = []
+                for row in chunk:
+                    for name, proc in convert:
+                        value = row.get(name)
+                        params.append(proc(value) if proc and value is not None else value)
+                conn.exec_driver_sql(head + ",".join([one] * len(chunk)), tuple(params))
 
     def invocations(self, name: str, limit: int = 50) -> list[InvocationView]:
         with self.sessions() as s:

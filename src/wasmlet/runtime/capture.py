@@ -38,6 +38,8 @@ class BoundedBuffer:
         return None  # report the whole write as done: logs are best effort
 
     def getvalue(self) -> bytes:
+        if not self.size and not self.dropped:
+            return b""
         data = b"".join(self._parts)
         if self.dropped:
             data += b"\n[... %d bytes dropped]" % self.dropped

@@ -35,15 +35,25 @@ def engine_fingerprint(settings: Settings) -> str:
 
 
 class EpochTicker:
-    """Advances the engine's epoch every `tick_ms`; a store's deadline is counted in ticks.
+    """Advances the engine's epoch every `tick_ms` while any call needs it.
 
-    The thread sleeps outside the GIL and increments a counter in C, so its cost is a few
-    microseconds per tick, whatever the guests are doing.
+    A store's wall-clock deadline is counted in ticks. The ticker is a Python thread, and
+    every wake-up needs the GIL, which it can only take from the event loop thread at a
+    cost (a forced switch on a busy 2-core machine). So it ticks only while some call is
+    held to a wall-clock deadline — calls running on the executor — and sleeps without
+    wake-ups otherwise. Inline calls are bounded by fuel instead (runtime/dispatch.py).
+    Without fuel metering the ticker always runs.
     """
 
-    def __init__(self, engine: wasmtime.Engine, tick_ms: int) -> None:
+    def __init__(self, engine: wasmtime.Engine, tick_ms: int, *, always: bool = False) -> None:
         self.engine = engine
+        self.tick_ms = tick_ms
         self.tick_s = tick_ms / 1000
+        self._users = 1 if always else 0
+        self._lock = threading.Lock()
+        self._wanted = threading.Event()
+        if always:
+            self._wanted.set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wasmlet-epoch", daemon=True)
 
@@ -52,12 +62,28 @@ class EpochTicker:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wanted.set()
         self._thread.join(timeout=1)
+
+    def hold(self) -> None:
+        with self._lock:
+            self._users += 1
+            if self._users == 1:
+                self._wanted.set()
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._wanted.clear()
 
     def ticks_for(self, timeout_ms: int) -> int:
         # +1: the first tick may land at any moment after the deadline is armed.
-        return max(1, -(-timeout_ms // int(self.tick_s * 1000))) + 1
+        return max(1, -(-timeout_ms // self.tick_ms)) + 1
 
     def _run(self) -> None:
-        while not self._stop.wait(self.tick_s):
+        while not self._stop.is_set():
+            self._wanted.wait()
+            if self._stop.wait(self.tick_s):
+                return
             self.engine.increment_epoch()

@@ -30,10 +30,21 @@ def kind_of(valtype: wasmtime.ValType) -> str:
     return str(valtype)
 
 
+# Each raw value is a 16-byte union (room for a v128). Typed views over the same buffer
+# let us read and write slots by index without creating a ctypes object per access.
+_SLOT = 16
+_VIEW_TYPES = {
+    "i32": ctypes.c_int32,
+    "i64": ctypes.c_int64,
+    "f32": ctypes.c_float,
+    "f64": ctypes.c_double,
+}
+
+
 class FastFunc:
     """One exported function bound to one store, callable with plain Python numbers."""
 
-    __slots__ = ("_ctx", "_func", "_n", "_params", "_raw", "_results", "_store")
+    __slots__ = ("_ctx", "_func", "_ins", "_n", "_outs", "_params", "_raw", "_results", "_store")
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func) -> None:
         ty = func.type(store)
@@ -44,6 +55,14 @@ class FastFunc:
             raise TypeError(f"unsupported value types {sorted(unsupported)}")
         self._n = max(len(self._params), len(self._results))
         self._raw = (_b.wasmtime_val_raw_t * max(self._n, 1))()
+        assert ctypes.sizeof(_b.wasmtime_val_raw_t) == _SLOT
+        views = {
+            kind: (ctype * (len(self._raw) * _SLOT // ctypes.sizeof(ctype))).from_buffer(self._raw)
+            for kind, ctype in _VIEW_TYPES.items()
+        }
+        step = {k: _SLOT // ctypes.sizeof(c) for k, c in _VIEW_TYPES.items()}
+        self._ins = tuple((views[k], i * step[k]) for i, k in enumerate(self._params))
+        self._outs = tuple((views[k], i * step[k]) for i, k in enumerate(self._results))
         self._store = store  # keeps the store (and so the context pointer) alive
         self._ctx = store._context()
         self._func = ctypes.byref(func._func)
@@ -57,15 +76,14 @@ class FastFunc:
         return self._results
 
     def __call__(self, *args: Any) -> list[Any]:
-        raw = self._raw
-        for i, kind in enumerate(self._params):
-            setattr(raw[i], kind, args[i])
+        for (view, index), value in zip(self._ins, args):  # noqa: B905 (arity checked by caller)
+            view[index] = value
         trap = _TrapPtr()
-        err = _call_unchecked(self._ctx, self._func, raw, self._n, ctypes.byref(trap))
+        err = _call_unchecked(self._ctx, self._func, self._raw, self._n, ctypes.byref(trap))
         if err:
             maybe_raise_last_exn()
             raise wasmtime.WasmtimeError._from_ptr(err)
         if trap:
             maybe_raise_last_exn()
             raise wasmtime.Trap._from_ptr(trap)
-        return [getattr(raw[i], kind) for i, kind in enumerate(self._results)]
+        return [view[index] for view, index in self._outs]

@@ -7,12 +7,13 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import wasmtime
 
 from wasmlet.abi import Invocation, Outcome, get_abi
 from wasmlet.config import Settings
-from wasmlet.errors import NotFound, Overloaded, Timeout, WasmletError
+from wasmlet.errors import NotFound, Overloaded, WasmletError
 from wasmlet.metering import CACHE_EVENTS, OFFLOADS, OVERLOADS, POOL_WAITS, Meter
 from wasmlet.registry.blobs import BlobStore
 from wasmlet.registry.changes import ChangeSignal
@@ -20,7 +21,8 @@ from wasmlet.registry.repository import Repository
 from wasmlet.runtime.compile_cache import CompileCache
 from wasmlet.runtime.dispatch import CallStats
 from wasmlet.runtime.engine import EpochTicker, build_engine, engine_fingerprint
-from wasmlet.runtime.pool import CallReport, InstancePool, VersionRef
+from wasmlet.runtime.gate import Gate
+from wasmlet.runtime.pool import CallReport, InlineOverrun, InstancePool, VersionRef
 from wasmlet.spec import FunctionSpec
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,9 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine: wasmtime.Engine = build_engine(settings)
-        self.ticker = EpochTicker(self.engine, settings.epoch_tick_ms)
+        self.ticker = EpochTicker(
+            self.engine, settings.epoch_tick_ms, always=not settings.fuel_metering
+        )
         self.cache = CompileCache(
             settings.data_dir / "cache", self.engine, engine_fingerprint(settings)
         )
@@ -49,7 +53,7 @@ class Runtime:
 @dataclass
 class Entry:
     pool: InstancePool
-    gate: asyncio.Semaphore
+    gate: Gate
     stats: CallStats
     replayable: bool
 
@@ -75,7 +79,8 @@ class Invoker:
         self._loading: dict[str, asyncio.Future[Entry]] = {}
         self._refresh_lock = asyncio.Lock()
         self._queue_timeout = settings.queue_timeout_ms / 1000
-        self._inline_deadline = settings.inline_deadline_ms
+        # Without fuel metering inline calls are bounded by the (always running) ticker.
+        self._inline_fuel = settings.inline_fuel if settings.fuel_metering else None
 
     # -- resolving names -------------------------------------------------------------------
 
@@ -150,64 +155,72 @@ class Invoker:
         replayable = True
         return Entry(
             pool=pool,
-            gate=asyncio.Semaphore(ref.spec.pool_size),
-            stats=CallStats(self.settings.inline_budget_us, inline=replayable),
+            gate=Gate(ref.spec.pool_size),
+            stats=CallStats(
+                self.settings.inline_budget_us,
+                inline=replayable and self.settings.fuel_metering,
+            ),
             replayable=replayable,
         )
 
     # -- running ---------------------------------------------------------------------------
 
     async def invoke(self, name: str, inv: Invocation) -> Outcome:
-        ref = await self.resolve(name)
-        entry = await self._entry(ref)
+        if self.changes.changed():
+            await self.refresh()
+        ref = self.active.get(name)
+        if ref is None:
+            raise NotFound(f"function {name!r} not found")
+        entry = self.entries.get(ref.digest) or await self._entry(ref)
         gate = entry.gate
-        if gate.locked():
+        if not gate.try_enter():
             POOL_WAITS.labels(name).inc()
             try:
-                async with asyncio.timeout(self._queue_timeout):
-                    await gate.acquire()
+                await gate.enter(self._queue_timeout)
             except TimeoutError:
                 OVERLOADS.labels(name).inc()
                 raise Overloaded(
                     f"function {name!r} is at its concurrency limit ({ref.spec.pool_size})"
                 ) from None
-        else:
-            await gate.acquire()
         started = time.time()
         report = CallReport()
         try:
-            outcome = await self._run(entry, inv, report)
+            outcome = self._run_inline(entry, inv, report) if entry.stats.inline else None
+            if outcome is None:
+                outcome = await self._offload(entry, inv, report)
         except WasmletError as exc:
             self._record(ref, inv, started, report, exc.status, exc)
             raise
         finally:
-            gate.release()
+            gate.leave()
         self._record(ref, inv, started, report, outcome.status, None)
         return outcome
 
-    async def _run(self, entry: Entry, inv: Invocation, report: CallReport) -> Outcome:
-        pool, stats = entry.pool, entry.stats
-        timeout_ms = pool.spec.timeout_ms
-        if stats.inline:
-            attempt = min(self._inline_deadline, timeout_ms)
-            try:
-                outcome = pool.execute(inv, report, attempt)
-                stats.observe(report.duration_us)
-                return outcome
-            except Timeout:
-                if attempt >= timeout_ms:
-                    raise
-                stats.demote(report.duration_us)
-                log.info("%s overran the inline deadline; replaying off-loop", pool.ref.name)
-            timeout_ms = max(1, timeout_ms - int(report.duration_us / 1000))
-        OFFLOADS.labels(pool.ref.name).inc()
-        loop = asyncio.get_running_loop()
+    def _run_inline(self, entry: Entry, inv: Invocation, report: CallReport) -> Outcome | None:
+        """Run on the event loop thread; None means "overran its fuel cap, replay off-loop"."""
         try:
-            return await loop.run_in_executor(
-                self.runtime.executor, pool.execute, inv, report, timeout_ms
+            outcome = entry.pool.execute(inv, report, fuel_cap=self._inline_fuel)
+        except InlineOverrun:
+            entry.stats.demote(report.cpu_us)
+            log.info("%s overran the inline budget; replaying off-loop", entry.pool.ref.name)
+            return None
+        entry.stats.observe(report.cpu_us)
+        return outcome
+
+    async def _offload(self, entry: Entry, inv: Invocation, report: CallReport) -> Outcome:
+        pool, stats = entry.pool, entry.stats
+        timeout_ms = max(1, pool.spec.timeout_ms - int(report.duration_us / 1000))
+        OFFLOADS.labels(pool.ref.name).inc()
+        ticker = self.runtime.ticker
+        ticker.hold()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.runtime.executor,
+                partial(pool.execute, inv, report, timeout_ms, offloaded=True),
             )
         finally:
-            stats.observe(report.duration_us)
+            ticker.release()
+            stats.observe(report.cpu_us)
 
     def _record(
         self,
@@ -219,16 +232,16 @@ class Invoker:
         exc: WasmletError | None,
     ) -> None:
         self.meter.record(
-            function=ref.name,
-            version=ref.digest,
-            started=started,
-            duration_s=report.duration_us / 1e6,
-            status=status,
-            error_code=exc.code if exc else None,
-            error_message=exc.message if exc else None,
-            peak_memory=report.peak_memory,
-            fuel_used=report.fuel_used,
-            instantiated=report.instantiated,
-            via=inv.via,
-            logs=report.logs.decode("utf-8", "replace"),
+            ref.name,
+            ref.digest,
+            started,
+            report.duration_us / 1e6,
+            status,
+            exc.code if exc else None,
+            exc.message if exc else None,
+            report.peak_memory,
+            report.fuel_used,
+            report.instantiated,
+            inv.via,
+            report.logs.decode("utf-8", "replace") if report.logs else "",
         )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
+from wasmlet.runtime import native
 from wasmlet.runtime.faults import classify
 from wasmlet.runtime.slot import UNLIMITED_FUEL, Slot
 from wasmlet.spec import FunctionSpec
@@ -22,6 +23,10 @@ from wasmlet.spec import FunctionSpec
 if TYPE_CHECKING:
     from wasmlet.abi.base import Abi, Invocation, Outcome
     from wasmlet.runtime.engine import EpochTicker
+
+
+class InlineOverrun(Exception):
+    """An inline attempt used up its fuel cap; its instance is gone, replay it off-loop."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,9 @@ class CallReport:
     """What one call cost, filled in whether it succeeded or not."""
 
     duration_us: float = 0.0
+    # CPU time of the calling thread: unlike wall time it does not grow while an offloaded
+    # call waits for the GIL, so it measures what the call would cost the event loop.
+    cpu_us: float = 0.0
     fuel_used: int | None = None
     peak_memory: int = 0
     instantiated: bool = False
@@ -78,26 +86,49 @@ class InstancePool:
         self._fuel = ref.spec.fuel if ref.spec.fuel is not None else UNLIMITED_FUEL
         self._ticks = ticker.ticks_for(ref.spec.timeout_ms)
 
-    def execute(self, inv: Invocation, report: CallReport, timeout_ms: int | None = None) -> Outcome:
-        """Run one invocation to completion on the calling thread. Thread-safe."""
+    def execute(
+        self,
+        inv: Invocation,
+        report: CallReport,
+        timeout_ms: int | None = None,
+        *,
+        offloaded: bool = False,
+        fuel_cap: int | None = None,
+    ) -> Outcome:
+        """Run one invocation to completion on the calling thread. Thread-safe.
+
+        `fuel_cap` bounds an inline attempt: running out of it raises InlineOverrun (the
+        caller replays the call off-loop) rather than an error. `offloaded` calls also
+        measure thread CPU time (a syscall, so inline calls, whose wall time is their CPU
+        time, skip it).
+        """
         ticks = self._ticks if timeout_ms is None else self.ticker.ticks_for(timeout_ms)
+        fuel = self._fuel if fuel_cap is None or fuel_cap >= self._fuel else fuel_cap
         started = time.perf_counter()
+        cpu_started = time.thread_time() if offloaded else 0.0
         slot: Slot | None = None
         healthy = False
         try:
             slot = self.idle.pop() if self.reuse and self.idle else None
             if slot is None:
-                slot = self._new_slot(inv, ticks)
+                slot = self._new_slot(inv, ticks, fuel)
                 report.instantiated = True
             else:
-                slot.store.set_epoch_deadline(ticks)
+                native.set_epoch_deadline(slot.ctx, ticks)
                 if self.fuel_metering:
-                    slot.store.set_fuel(self._fuel)
-                slot.logs.clear()
+                    native.set_fuel(slot.ctx, fuel)
+                if slot.logs.size:
+                    slot.logs.clear()
             outcome = self.abi.call(slot, inv)
             healthy = True
             return outcome
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            if (
+                fuel < self._fuel
+                and isinstance(exc, wasmtime.Trap)
+                and exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
+            ):
+                raise InlineOverrun from None
             raise classify(
                 exc,
                 timeout_ms=timeout_ms or self.spec.timeout_ms,
@@ -107,25 +138,26 @@ class InstancePool:
             ) from None
         finally:
             report.duration_us = (time.perf_counter() - started) * 1e6
+            report.cpu_us = (
+                (time.thread_time() - cpu_started) * 1e6 if offloaded else report.duration_us
+            )
             if slot is not None:
                 if self.fuel_metering:
-                    try:
-                        report.fuel_used = self._fuel - slot.store.get_fuel()
-                    except wasmtime.WasmtimeError:
-                        report.fuel_used = None
+                    report.fuel_used = fuel - native.get_fuel(slot.ctx, slot.fuel_out)
                 if slot.instance is not None:
                     report.peak_memory = slot.memory_bytes()
-                report.logs = slot.logs.getvalue()
+                if slot.logs.size:
+                    report.logs = slot.logs.getvalue()
                 slot.calls += 1
                 if healthy and self.reuse:
                     self.idle.append(slot)
 
-    def _new_slot(self, inv: Invocation, ticks: int) -> Slot:
+    def _new_slot(self, inv: Invocation, ticks: int, fuel: int) -> Slot:
         store = wasmtime.Store(self.engine)
         store.set_limits(memory_size=self.spec.memory_bytes, table_elements=1_000_000)
         store.set_epoch_deadline(ticks)
         if self.fuel_metering:
-            store.set_fuel(self._fuel)
+            store.set_fuel(fuel)
         slot = Slot(store, self.log_limit)
         slot.function = self
         self.abi.configure_store(slot, inv)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import wasmtime
 
+from wasmlet.runtime import native
 from wasmlet.runtime.capture import BoundedBuffer
 from wasmlet.runtime.fastcall import FastFunc
 
@@ -19,6 +21,8 @@ class Slot:
         "_fast",
         "abi_state",
         "calls",
+        "ctx",
+        "fuel_out",
         "function",
         "instance",
         "logs",
@@ -28,6 +32,8 @@ class Slot:
 
     def __init__(self, store: wasmtime.Store, log_limit: int) -> None:
         self.store = store
+        self.ctx = store._context()  # cached: wasmtime-py re-derives it on every call
+        self.fuel_out = ctypes.c_uint64()
         self.instance: wasmtime.Instance | None = None
         self.memory: wasmtime.Memory | None = None
         self.logs = BoundedBuffer(log_limit)
@@ -55,4 +61,4 @@ class Slot:
     def memory_bytes(self) -> int:
         if self.memory is None:
             return 0
-        return self.memory.data_len(self.store)
+        return native.memory_size(self.ctx, self.memory)
