@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from wasmlet.config import load_settings
-
 app = typer.Typer(
     name="wasmlet",
     help="Functions-as-a-Service for WebAssembly.",
@@ -35,6 +33,7 @@ def serve(
     examples: Annotated[bool, typer.Option(help="Deploy the bundled example functions")] = False,
 ) -> None:
     """Start the server."""
+    from wasmlet.config import load_settings
     from wasmlet.server import serve as run
 
     run(

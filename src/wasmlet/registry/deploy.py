@@ -192,5 +192,9 @@ def _guess_abi(info: ModuleInfo) -> str:
 
 
 def _short(message: str) -> str:
+    """First line of a wasmtime/wat error plus its location, without the source excerpt."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return " ".join(lines[:3])[:500] if lines else "unknown error"
+    if not lines:
+        return "unknown error"
+    where = next((ln.removeprefix("--> ") for ln in lines[1:] if ln.startswith("-->")), "")
+    return (f"{lines[0]} (at {where})" if where else lines[0])[:500]

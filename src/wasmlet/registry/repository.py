@@ -154,9 +154,8 @@ class Repository:
     def delete_function(self, name: str) -> None:
         with self.sessions.begin() as s:
             f = self._load(s, name)
-            s.execute(delete(Version).where(Version.function_id == f.id))
             s.execute(delete(InvocationRecord).where(InvocationRecord.function == name))
-            s.delete(f)
+            s.delete(f)  # its versions go with it (ORM cascade)
 
     def active_versions(self) -> list[tuple[str, VersionView]]:
         with self.sessions() as s:

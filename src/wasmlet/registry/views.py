@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time wasmlet stores is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class VersionView(BaseModel):
@@ -17,7 +25,7 @@ class VersionView(BaseModel):
     spec: dict[str, Any]
     exports: dict[str, Any]
     wasi: bool
-    created_at: datetime
+    created_at: UtcDatetime
     active: bool
 
 
@@ -25,15 +33,15 @@ class FunctionView(BaseModel):
     name: str
     active_version: VersionView | None
     version_count: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class InvocationView(BaseModel):
     id: int
     function: str
     version: str
-    started_at: datetime
+    started_at: UtcDatetime
     duration_ms: float
     status: int
     error_code: str | None
