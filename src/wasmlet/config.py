@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     inline_budget_us: int = Field(1000, ge=0)
     inline_fuel: int = Field(20_000_000, ge=1000)
     executor_threads: int = Field(32, ge=1)
+    # Live wasm instances per process (wasmtime's pooling allocator); 0 = allocate on demand.
+    max_instances: int = Field(10_000, ge=0)
 
     @property
     def db_url(self) -> str:

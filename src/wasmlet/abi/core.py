@@ -61,9 +61,10 @@ class CoreAbi:
             slot.store.set_wasi(config)
 
     def on_instance(self, slot: Slot) -> None:
-        init = slot.func("_initialize")
-        if init is not None and not init.params:
-            init()
+        if "_initialize" in slot.function.ref.functions:  # skip the lookup when absent
+            init = slot.func("_initialize")
+            if init is not None and not init.params:
+                init()
 
     def call(self, slot: Slot, inv: Invocation) -> Outcome:
         export = inv.export or slot.function.spec.export

@@ -3,35 +3,78 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import logging
 import platform
 import threading
 
 import wasmtime
+from wasmtime import _bindings as _b
 
 from wasmlet.config import Settings
+
+log = logging.getLogger(__name__)
 
 # Bumped when the engine configuration below changes in a way that alters compiled code.
 _CONFIG_REVISION = "1"
 
 
 def build_engine(settings: Settings) -> wasmtime.Engine:
+    if settings.max_instances:
+        try:
+            return wasmtime.Engine(_config(settings, pooling=True))
+        except wasmtime.WasmtimeError as exc:  # e.g. a ulimit on address space
+            log.warning("pooling allocator unavailable (%s); allocating on demand", exc)
+    return wasmtime.Engine(_config(settings, pooling=False))
+
+
+def _config(settings: Settings, *, pooling: bool) -> wasmtime.Config:
     config = wasmtime.Config()
     config.epoch_interruption = True
     config.consume_fuel = settings.fuel_metering
     config.cranelift_opt_level = "speed"
-    return wasmtime.Engine(config)
+    if pooling:
+        _use_pooling_allocator(config, settings)
+    return config
+
+
+def _use_pooling_allocator(config: wasmtime.Config, settings: Settings) -> None:
+    """Preallocate instance slots: a fresh instance then costs ~15 us less (no mmap/munmap
+    of its linear memory per request). wasmtime-py has no wrapper for this yet, so it is
+    set through the C API. `max_instances` bounds live instances in the process (pooled
+    idle ones included); past it instantiation fails with a clear error.
+    """
+    pooling = _b.wasmtime_pooling_allocation_config_new()
+    try:
+        n = settings.max_instances
+        _b.wasmtime_pooling_allocation_config_total_core_instances_set(pooling, n)
+        _b.wasmtime_pooling_allocation_config_total_memories_set(pooling, n)
+        _b.wasmtime_pooling_allocation_config_total_tables_set(pooling, n)
+        _b.wasmtime_pooling_allocation_config_max_memory_size_set(
+            pooling, settings.max_memory_mb * 1024 * 1024
+        )
+        _b.wasmtime_pooling_allocation_strategy_set(config.ptr(), pooling)
+    finally:
+        _b.wasmtime_pooling_allocation_config_delete(pooling)
 
 
 def engine_fingerprint(settings: Settings) -> str:
     """Names the compiled-artifact cache: artifacts are only valid for an identical engine."""
     parts = [
         _CONFIG_REVISION,
-        getattr(wasmtime, "__version__", "unknown"),
+        _wasmtime_version(),
         platform.machine(),
         platform.system(),
         f"fuel={settings.fuel_metering}",
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _wasmtime_version() -> str:
+    try:
+        return importlib.metadata.version("wasmtime")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class EpochTicker:

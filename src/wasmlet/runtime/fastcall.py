@@ -39,41 +39,59 @@ _VIEW_TYPES = {
     "f32": ctypes.c_float,
     "f64": ctypes.c_double,
 }
+_STEP = {kind: _SLOT // ctypes.sizeof(ctype) for kind, ctype in _VIEW_TYPES.items()}
+
+
+class Signature:
+    """A function type, laid out once per export and shared by every instance's FastFunc."""
+
+    __slots__ = ("ins", "n", "outs", "params", "results", "views")
+
+    def __init__(self, params: tuple[str, ...], results: tuple[str, ...]) -> None:
+        unsupported = set(params + results) - KINDS
+        if unsupported:
+            raise TypeError(f"unsupported value types {sorted(unsupported)}")
+        self.params = params
+        self.results = results
+        self.n = max(len(params), len(results), 1)
+        # (kind, array type) for each value kind used: views are made of these per instance.
+        self.views = tuple(
+            (kind, _VIEW_TYPES[kind] * (_STEP[kind] * self.n))
+            for kind in sorted(set(params + results))
+        )
+        self.ins = tuple((k, i * _STEP[k]) for i, k in enumerate(params))
+        self.outs = tuple((k, i * _STEP[k]) for i, k in enumerate(results))
+
+    @classmethod
+    def of(cls, store: wasmtime.Store, func: wasmtime.Func) -> Signature:
+        ty = func.type(store)
+        return cls(tuple(map(kind_of, ty.params)), tuple(map(kind_of, ty.results)))
 
 
 class FastFunc:
     """One exported function bound to one store, callable with plain Python numbers."""
 
-    __slots__ = ("_ctx", "_func", "_ins", "_n", "_outs", "_params", "_raw", "_results", "_store")
+    __slots__ = ("_ctx", "_func", "_ins", "_keep", "_n", "_outs", "_raw", "signature")
 
-    def __init__(self, store: wasmtime.Store, func: wasmtime.Func) -> None:
-        ty = func.type(store)
-        self._params = tuple(kind_of(t) for t in ty.params)
-        self._results = tuple(kind_of(t) for t in ty.results)
-        unsupported = set(self._params + self._results) - KINDS
-        if unsupported:
-            raise TypeError(f"unsupported value types {sorted(unsupported)}")
-        self._n = max(len(self._params), len(self._results))
-        self._raw = (_b.wasmtime_val_raw_t * max(self._n, 1))()
-        assert ctypes.sizeof(_b.wasmtime_val_raw_t) == _SLOT
-        views = {
-            kind: (ctype * (len(self._raw) * _SLOT // ctypes.sizeof(ctype))).from_buffer(self._raw)
-            for kind, ctype in _VIEW_TYPES.items()
-        }
-        step = {k: _SLOT // ctypes.sizeof(c) for k, c in _VIEW_TYPES.items()}
-        self._ins = tuple((views[k], i * step[k]) for i, k in enumerate(self._params))
-        self._outs = tuple((views[k], i * step[k]) for i, k in enumerate(self._results))
-        self._store = store  # keeps the store (and so the context pointer) alive
-        self._ctx = store._context()
-        self._func = ctypes.byref(func._func)
+    def __init__(self, ctx: Any, func: Any, signature: Signature, keepalive: Any) -> None:
+        """`ctx` is the store context pointer, `func` a `wasmtime_func_t` of that store."""
+        self.signature = signature
+        self._n = signature.n
+        self._raw = (_b.wasmtime_val_raw_t * signature.n)()
+        views = {kind: array.from_buffer(self._raw) for kind, array in signature.views}
+        self._ins = tuple((views[k], i) for k, i in signature.ins)
+        self._outs = tuple((views[k], i) for k, i in signature.outs)
+        self._keep = keepalive  # the store: the context pointer lives as long as it does
+        self._ctx = ctx
+        self._func = ctypes.byref(func)
 
     @property
     def params(self) -> tuple[str, ...]:
-        return self._params
+        return self.signature.params
 
     @property
     def results(self) -> tuple[str, ...]:
-        return self._results
+        return self.signature.results
 
     def __call__(self, *args: Any) -> list[Any]:
         for (view, index), value in zip(self._ins, args):  # noqa: B905 (arity checked by caller)
@@ -87,3 +105,8 @@ class FastFunc:
             maybe_raise_last_exn()
             raise wasmtime.Trap._from_ptr(trap)
         return [view[index] for view, index in self._outs]
+
+
+def fast_func(store: wasmtime.Store, func: wasmtime.Func) -> FastFunc:
+    """A FastFunc for a wasmtime-py Func (the signature is read from the store)."""
+    return FastFunc(store._context(), func._func, Signature.of(store, func), store)

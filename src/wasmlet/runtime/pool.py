@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import wasmtime
 
 from wasmlet.runtime import native
+from wasmlet.runtime.fastcall import KINDS, Signature
 from wasmlet.runtime.faults import classify
 from wasmlet.runtime.slot import UNLIMITED_FUEL, Slot
 from wasmlet.spec import FunctionSpec
@@ -82,6 +83,7 @@ class InstancePool:
         self.reuse = ref.spec.reuse
         self.capacity = ref.spec.pool_size
         self.idle: deque[Slot] = deque()
+        self._signatures: dict[str, Signature | None] = {}
         self.instantiations = 0
         self._fuel = ref.spec.fuel if ref.spec.fuel is not None else UNLIMITED_FUEL
         self._ticks = ticker.ticks_for(ref.spec.timeout_ms)
@@ -165,6 +167,18 @@ class InstancePool:
         slot.bind(self.pre.instantiate(store))
         self.abi.on_instance(slot)
         return slot
+
+    def signature(self, export: str) -> Signature | None:
+        """The call layout of an export, computed once from the version's stored metadata."""
+        try:
+            return self._signatures[export]
+        except KeyError:
+            meta = self.ref.functions.get(export)
+            sig = None
+            if meta and set(meta["params"] + meta["results"]) <= KINDS:
+                sig = Signature(tuple(meta["params"]), tuple(meta["results"]))
+            self._signatures[export] = sig
+            return sig
 
     def drain(self) -> None:
         self.idle.clear()

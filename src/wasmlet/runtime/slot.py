@@ -6,10 +6,15 @@ import ctypes
 from typing import Any
 
 import wasmtime
+from wasmtime import _bindings as _b
+from wasmtime import _ffi
 
 from wasmlet.runtime import native
 from wasmlet.runtime.capture import BoundedBuffer
-from wasmlet.runtime.fastcall import FastFunc
+from wasmlet.runtime.fastcall import FastFunc, Signature
+
+_FUNC = _ffi.WASMTIME_EXTERN_FUNC.value
+_MEMORY = _ffi.WASMTIME_EXTERN_MEMORY.value
 
 # Fuel given to calls without a fuel limit when the engine meters fuel: effectively unbounded
 # (the epoch deadline still bounds time), large enough never to run out.
@@ -44,19 +49,32 @@ class Slot:
 
     def bind(self, instance: wasmtime.Instance) -> None:
         self.instance = instance
-        memory = instance.exports(self.store).get("memory")
-        if isinstance(memory, wasmtime.Memory):
-            self.memory = memory
+        memory = self._export(b"memory")
+        if memory is not None and memory.kind == _MEMORY:
+            self.memory = wasmtime.Memory._from_raw(memory.of.memory)
 
     def func(self, name: str) -> FastFunc | None:
+        """The export `name` as a FastFunc, or None when it is not a function export."""
         fast = self._fast.get(name)
         if fast is None:
-            assert self.instance is not None
-            ext = self.instance.exports(self.store).get(name)
-            if not isinstance(ext, wasmtime.Func):
+            ext = self._export(name.encode())
+            if ext is None or ext.kind != _FUNC:
                 return None
-            fast = self._fast[name] = FastFunc(self.store, ext)
+            func = ext.of.func
+            signature = self.function.signature(name)
+            if signature is None:
+                signature = Signature.of(self.store, wasmtime.Func._from_raw(func))
+            fast = self._fast[name] = FastFunc(self.ctx, func, signature, self.store)
         return fast
+
+    def _export(self, name: bytes) -> Any:
+        # One lookup by name: wasmtime-py's `exports()` wraps every export of the instance.
+        assert self.instance is not None
+        item = _b.wasmtime_extern_t()
+        found = _b.wasmtime_instance_export_get(
+            self.ctx, ctypes.byref(self.instance._instance), name, len(name), ctypes.byref(item)
+        )
+        return item if found else None
 
     def memory_bytes(self) -> int:
         if self.memory is None:
