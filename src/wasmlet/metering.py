@@ -66,7 +66,8 @@ class Meter:
 
     The request path only appends a tuple to a deque. A background thread applies batches
     to the Prometheus metrics and turns them into rows once a second (and /metrics or a read
-    of the records flushes first, so readers never see stale figures), keeping per function
+    of the records flushes this process's queue first; with several workers, the others'
+    figures are at most a second old), keeping per function
     only the newest `retention` records of a batch (older ones would be pruned anyway). So
     metering costs the event loop almost nothing and stays bounded under any load.
     """

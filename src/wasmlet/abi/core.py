@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import wasmtime
 
 from wasmlet.abi.base import WASI_P1, Invocation, Outcome
-from wasmlet.errors import InvalidRequest
+from wasmlet.errors import InvalidRequest, NotFound
 from wasmlet.runtime.fastcall import KINDS
 from wasmlet.runtime.module_info import Import, ModuleInfo, signature
 from wasmlet.runtime.slot import Slot
@@ -70,7 +70,7 @@ class CoreAbi:
         export = inv.export or slot.function.spec.export
         func = slot.func(export) if export not in _HIDDEN_EXPORTS else None
         if func is None:
-            raise InvalidRequest(f"function has no callable export {export!r}", status=404)
+            raise NotFound(f"function has no callable export {export!r}")
         sig = slot.function.ref.functions.get(export) or {}
         raw = _arguments(inv)
         values = _convert(raw, func.params, sig.get("names"), export)

@@ -101,16 +101,15 @@ class Deployer:
         reuse = update.reuse
         if reuse is None:
             reuse = base.reuse if same_abi else abi.default_reuse
-        values = {
-            "abi": abi_name,
-            "export": export,
-            "timeout_ms": self.settings.default_timeout_ms,
-            "memory_mb": self.settings.default_memory_mb,
-            "pool_size": self.settings.default_pool_size,
-            "reuse": reuse,
-        }
         if base is not None:
-            values = {**merge(base, SpecUpdate()), **values}
+            values = merge(base, SpecUpdate())  # a patch keeps every field it does not name
+        else:
+            values = {
+                "timeout_ms": self.settings.default_timeout_ms,
+                "memory_mb": self.settings.default_memory_mb,
+                "pool_size": self.settings.default_pool_size,
+            }
+        values.update(abi=abi_name, export=export, reuse=reuse)
         values.update(update.model_dump(exclude_none=True, exclude={"abi", "export", "reuse"}))
         spec = FunctionSpec.model_validate(values)
         missing = [f"{i.module}.{i.name}" for i in info.imports if not abi.provides(i)]

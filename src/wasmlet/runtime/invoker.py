@@ -75,8 +75,11 @@ class Invoker:
         self.changes = changes
         self.meter = meter
         self.active: dict[str, VersionRef] = {}
-        self.entries: dict[str, Entry] = {}  # by version digest
-        self._loading: dict[str, asyncio.Future[Entry]] = {}
+        # By (name, version digest): two functions deploying the same bytes and spec share a
+        # version digest but not a pool (a guest sees its own function's name).
+        self.entries: dict[tuple[str, str], Entry] = {}
+        self._refreshing: asyncio.Future[None] | None = None
+        self._loading: dict[tuple[str, str], asyncio.Future[Entry]] = {}
         self._refresh_lock = asyncio.Lock()
         self._queue_timeout = settings.queue_timeout_ms / 1000
         # Without fuel metering inline calls are bounded by the (always running) ticker.
@@ -99,38 +102,50 @@ class Invoker:
                 )
                 for name, v in rows
             }
-            live = {ref.digest for ref in self.active.values()}
-            for digest in [d for d in self.entries if d not in live]:
-                self.entries.pop(digest).pool.drain()
+            live = {(ref.name, ref.digest) for ref in self.active.values()}
+            for key in [k for k in self.entries if k not in live]:
+                self.entries.pop(key).pool.drain()
+
+    async def sync(self) -> None:
+        """Make sure the name table reflects every registry change signalled so far.
+
+        The first request to see a change starts the reload; every request arriving while
+        it runs waits for the same reload, so none is answered from the old table.
+        """
+        if self.changes.changed():
+            self._refreshing = asyncio.ensure_future(self.refresh())
+        pending = self._refreshing
+        if pending is not None and not pending.done():
+            await asyncio.shield(pending)
 
     async def resolve(self, name: str) -> VersionRef:
-        if self.changes.changed():
-            await self.refresh()
+        await self.sync()
         ref = self.active.get(name)
         if ref is None:
             raise NotFound(f"function {name!r} not found")
         return ref
 
     async def _entry(self, ref: VersionRef) -> Entry:
-        entry = self.entries.get(ref.digest)
+        key = (ref.name, ref.digest)
+        entry = self.entries.get(key)
         if entry is not None:
             return entry
-        pending = self._loading.get(ref.digest)
+        pending = self._loading.get(key)
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
-            self._loading[ref.digest] = pending
+            self._loading[key] = pending
             try:
                 entry = await asyncio.get_running_loop().run_in_executor(
                     self.runtime.executor, self._build_entry, ref
                 )
-                self.entries[ref.digest] = entry
+                self.entries[key] = entry
                 pending.set_result(entry)
             except BaseException as exc:
                 pending.set_exception(exc)
                 pending.exception()  # mark retrieved: waiters get it re-raised below
                 raise
             finally:
-                del self._loading[ref.digest]
+                del self._loading[key]
             return entry
         return await asyncio.shield(pending)
 
@@ -166,12 +181,11 @@ class Invoker:
     # -- running ---------------------------------------------------------------------------
 
     async def invoke(self, name: str, inv: Invocation) -> Outcome:
-        if self.changes.changed():
-            await self.refresh()
+        await self.sync()
         ref = self.active.get(name)
         if ref is None:
             raise NotFound(f"function {name!r} not found")
-        entry = self.entries.get(ref.digest) or await self._entry(ref)
+        entry = self.entries.get((name, ref.digest)) or await self._entry(ref)
         gate = entry.gate
         if not gate.try_enter():
             POOL_WAITS.labels(name).inc()

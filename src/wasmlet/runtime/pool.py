@@ -133,7 +133,7 @@ class InstancePool:
                 raise InlineOverrun from None
             raise classify(
                 exc,
-                timeout_ms=timeout_ms or self.spec.timeout_ms,
+                timeout_ms=self.spec.timeout_ms,
                 memory_used=slot.memory_bytes() if slot and slot.instance else 0,
                 memory_cap=self.spec.memory_bytes,
                 fuel=self.spec.fuel,

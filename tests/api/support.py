@@ -1,0 +1,147 @@
+"""Helpers shared by the HTTP integration tests: deploying, error checks, disk snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+FIXTURES = ROOT / "tests" / "fixtures"
+
+GCD_WAT = EXAMPLES / "gcd" / "gcd.wat"
+GCD_WASM = EXAMPLES / "gcd" / "gcd.wasm"
+HELLO_WASM = EXAMPLES / "hello" / "hello.wasm"
+ECHO_WASM = EXAMPLES / "echo" / "echo.wasm"
+
+
+def unique(prefix: str) -> str:
+    """A function name no other test (or earlier run against a shared database) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def unique_module(tag: str) -> bytes:
+    """WAT text for a small core module whose bytes no other test deploys (tag in a data
+    segment): `echo(x) -> x` and `twice(x) -> 2x`."""
+    return (
+        "(module\n"
+        '  (memory (export "memory") 1)\n'
+        f'  (data (i32.const 16) "{tag}")\n'
+        '  (func (export "echo") (param $x i32) (result i32) (local.get $x))\n'
+        '  (func (export "twice") (param $x i32) (result i32)\n'
+        "    (i32.mul (local.get $x) (i32.const 2))))\n"
+    ).encode()
+
+
+def deploy(
+    client: httpx.Client,
+    name: str,
+    module: Path | bytes,
+    *,
+    filename: str | None = None,
+    spec: Any = None,
+    **fields: Any,
+) -> httpx.Response:
+    """POST /api/v1/functions as multipart: form fields for options, or a JSON `spec` part."""
+    if isinstance(module, Path):
+        content = module.read_bytes()
+        filename = filename or module.name
+    else:
+        content = module
+        filename = filename or "module.wasm"
+    data: dict[str, Any] = {"name": name}
+    for key, value in fields.items():
+        if isinstance(value, list):  # repeated form fields (config, env, allowed_host)
+            data[key] = [str(v) for v in value]
+        else:
+            data[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    if spec is not None:
+        data["spec"] = json.dumps(spec)
+    files = {"file": (filename, content, "application/octet-stream")}
+    return client.post("/api/v1/functions", data=data, files=files)
+
+
+def deployed(client: httpx.Client, name: str, module: Path | bytes, **fields: Any) -> dict:
+    """Deploy and insist it worked; returns the function view."""
+    resp = deploy(client, name, module, **fields)
+    assert resp.status_code in (200, 201), f"deploy {name} failed: {resp.status_code} {resp.text}"
+    return resp.json()
+
+
+def invoke(client: httpx.Client, name: str, args: Any, export: str | None = None) -> httpx.Response:
+    path = f"/api/v1/functions/{name}/invoke" + (f"/{export}" if export else "")
+    return client.post(path, json={"args": args})
+
+
+def result_of(resp: httpx.Response) -> Any:
+    assert resp.status_code == 200, f"{resp.status_code} {resp.text}"
+    body = resp.json()
+    assert set(body) == {"result"}, body
+    return body["result"]
+
+
+def assert_error(resp: httpx.Response, status: int, code: str, *mentions: str) -> str:
+    """The response is DESIGN.md's error shape with this status and code; returns the message."""
+    assert resp.status_code == status, (
+        f"expected {status} {code}, got {resp.status_code} {resp.text}"
+    )
+    assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
+    body = resp.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error, dict) and set(error) == {"code", "message"}, body
+    assert error["code"] == code, body
+    message = error["message"]
+    assert isinstance(message, str) and message.strip(), body
+    for text in mentions:
+        assert text.lower() in message.lower(), f"{text!r} not in error message {message!r}"
+    return message
+
+
+def function_names(client: httpx.Client) -> list[str]:
+    resp = client.get("/api/v1/functions")
+    assert resp.status_code == 200, resp.text
+    return [f["name"] for f in resp.json()["functions"]]
+
+
+def files_under(root: Path) -> set[str]:
+    """Every file below `root` (relative paths), to prove that nothing new was written."""
+    if not root.exists():
+        return set()
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def blob_path(data_dir: Path, digest: str) -> Path:
+    hexd = digest.removeprefix("sha256:")
+    return data_dir / "blobs" / "sha256" / hexd[:2] / hexd
+
+
+def metric_samples(client: httpx.Client, name: str) -> list[tuple[dict[str, str], float]]:
+    """Samples of one Prometheus metric family (counter samples carry a `_total` name)."""
+    resp = client.get("/metrics")
+    assert resp.status_code == 200, resp.text
+    out = []
+    for family in text_string_to_metric_families(resp.text):
+        for sample in family.samples:
+            if sample.name == name:
+                out.append((dict(sample.labels), sample.value))
+    return out
+
+
+def metric_value(client: httpx.Client, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    return sum(
+        value
+        for sample_labels, value in metric_samples(client, name)
+        if all(sample_labels.get(k) == v for k, v in labels.items())
+    )
