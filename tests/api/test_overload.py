@@ -1,0 +1,50 @@
+"""Admission control: a full pool queues callers, then refuses them with 503 overloaded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.api.support import FIXTURES, GCD_WAT, deploy, unique
+from tests.helpers import ServerProcess
+
+
+def test_full_pool_answers_503_with_retry_after_then_recovers(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "data", env={"WASMLET_QUEUE_TIMEOUT_MS": "300"})
+    server.start()
+    try:
+        with server.client() as c:
+            slow, fast = unique("slow"), unique("fast")
+            r = deploy(c, slow, FIXTURES / "loop.wat", export="spin", timeout_ms=2000, pool_size=1)
+            assert r.status_code == 201, r.text
+            assert deploy(c, fast, GCD_WAT, export="gcd").status_code == 201
+
+        async def scenario() -> tuple[httpx.Response, httpx.Response, float, httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as ac:
+                hog = asyncio.create_task(ac.post(f"/api/v1/functions/{slow}/invoke", json={}))
+                await asyncio.sleep(0.5)  # the hog now holds the only slot (off-loop)
+                started = time.monotonic()
+                refused = await ac.post(f"/api/v1/functions/{slow}/invoke", json={})
+                waited = time.monotonic() - started
+                # Another function is not affected by the full pool.
+                other = await ac.post(f"/api/v1/functions/{fast}/invoke", json={"args": [6, 4]})
+                return await hog, refused, waited, other
+
+        hog, refused, waited, other = asyncio.run(scenario())
+        assert hog.status_code == 504 and hog.json()["error"]["code"] == "timeout"
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert refused.headers["retry-after"] == "1"
+        assert 0.25 <= waited < 1.5  # queued for the queue timeout, not for the hog's 2 s
+        assert other.status_code == 200 and other.json() == {"result": 2}
+
+        with server.client() as c:  # the slot is free again once the hog has ended
+            r = c.post(f"/api/v1/functions/{slow}/invoke", json={})
+            assert r.status_code == 504
+            metrics = c.get("/metrics").text
+            assert f'wasmlet_overloaded_total{{function="{slow}"}} 1.0' in metrics
+    finally:
+        server.stop()
