@@ -1,0 +1,1 @@
+"""The Extism plugin ABI: kernel, host functions and calling convention."""
