@@ -35,6 +35,10 @@ class SpecUpdate(BaseModel):
     allowed_hosts: list[str] | None = None
     reuse: bool | None = None
     pool_size: int | None = Field(None, ge=1, le=1024)
+    wasi: bool | None = None
+    max_var_bytes: int | None = Field(None, ge=0)
+    max_http_response_bytes: int | None = Field(None, ge=0)
+    content_type: str | None = Field(None, max_length=200)
 
     @field_validator("export")
     @classmethod
@@ -75,6 +79,12 @@ class FunctionSpec(BaseModel):
     allowed_hosts: list[str] = []
     reuse: bool
     pool_size: int
+    # Extism plugins: WASI grant, var store cap (0 disables vars), HTTP response cap, and
+    # the content type of their output (default: JSON when it parses, else octet-stream).
+    wasi: bool = False
+    max_var_bytes: int = 1024 * 1024
+    max_http_response_bytes: int = 50 * 1024 * 1024
+    content_type: str | None = None
 
     @property
     def memory_bytes(self) -> int:

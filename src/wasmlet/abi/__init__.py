@@ -2,10 +2,11 @@
 
 from wasmlet.abi.base import Abi, Invocation, Outcome
 from wasmlet.abi.core import CoreAbi
+from wasmlet.abi.extism.plugin import ExtismAbi
 from wasmlet.abi.wasi_cgi import WasiCgiAbi
 from wasmlet.errors import InvalidRequest
 
-ABIS: dict[str, Abi] = {abi.name: abi for abi in (CoreAbi(), WasiCgiAbi())}
+ABIS: dict[str, Abi] = {abi.name: abi for abi in (CoreAbi(), WasiCgiAbi(), ExtismAbi())}
 
 
 def get_abi(name: str) -> Abi:

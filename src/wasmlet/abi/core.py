@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 import wasmtime
 
-from wasmlet.abi.base import WASI_P1, Invocation, Outcome
+from wasmlet.abi.base import WASI_P1, Instantiator, Invocation, Outcome, wasi_instantiator
 from wasmlet.errors import InvalidRequest, NotFound
 from wasmlet.runtime.fastcall import KINDS
 from wasmlet.runtime.module_info import Import, ModuleInfo, signature
@@ -31,11 +31,18 @@ class CoreAbi:
     default_reuse: ClassVar[bool] = True
     allows_reuse: ClassVar[bool] = True
 
-    def define_imports(self, linker: wasmtime.Linker) -> None:
-        # Sandboxed WASI (no files, env, args or clock grants) for modules built with a libc.
-        linker.define_wasi()
+    def instantiator(
+        self, engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
+    ) -> Instantiator:
+        return wasi_instantiator(engine, module)
 
-    def provides(self, imp: Import) -> bool:
+    def store_data(self, pool: Any) -> Any:
+        return None
+
+    def replayable(self, spec: FunctionSpec) -> bool:
+        return True  # nothing outside the instance: no host capabilities
+
+    def provides(self, imp: Import, spec: FunctionSpec) -> bool:
         return imp.module == WASI_P1
 
     def default_export(self, info: ModuleInfo) -> str | None:
@@ -127,10 +134,7 @@ def _number(value: Any, kind: str, index: int) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise InvalidRequest(f"argument {index} must be a number, got {json.dumps(value)}")
     if kind in _INT_RANGE:
-        try:
-            number = int(value, 0) if isinstance(value, str) else value
-        except ValueError:
-            raise InvalidRequest(f"argument {index} is not an integer: {value!r}") from None
+        number = _parse_int(value, index) if isinstance(value, str) else value
         if isinstance(number, float):
             if not number.is_integer():
                 raise InvalidRequest(f"argument {index} must be an integer, got {number}")
@@ -143,6 +147,16 @@ def _number(value: Any, kind: str, index: int) -> int | float:
         return float(value)
     except ValueError:
         raise InvalidRequest(f"argument {index} is not a number: {value!r}") from None
+
+
+def _parse_int(text: str, index: int) -> int:
+    """Decimal (leading zeros allowed) or a 0x/0o/0b literal."""
+    for base in (10, 0):
+        try:
+            return int(text, base)
+        except ValueError:
+            continue
+    raise InvalidRequest(f"argument {index} is not an integer: {text!r}")
 
 
 def _jsonable(value: int | float) -> int | float | str:

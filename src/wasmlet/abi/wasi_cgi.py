@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import wasmtime
 
-from wasmlet.abi.base import WASI_P1, Invocation, Outcome
+from wasmlet.abi.base import WASI_P1, Instantiator, Invocation, Outcome, wasi_instantiator
 from wasmlet.errors import GuestError, InvalidRequest
 from wasmlet.runtime.capture import BoundedBuffer
 from wasmlet.runtime.module_info import Import, ModuleInfo
@@ -32,10 +32,18 @@ class WasiCgiAbi:
     default_reuse: ClassVar[bool] = False
     allows_reuse: ClassVar[bool] = False  # a command's _start runs once per instance
 
-    def define_imports(self, linker: wasmtime.Linker) -> None:
-        linker.define_wasi()
+    def instantiator(
+        self, engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
+    ) -> Instantiator:
+        return wasi_instantiator(engine, module)
 
-    def provides(self, imp: Import) -> bool:
+    def store_data(self, pool: Any) -> Any:
+        return None
+
+    def replayable(self, spec: FunctionSpec) -> bool:
+        return True  # nothing outside the instance: no host capabilities
+
+    def provides(self, imp: Import, spec: FunctionSpec) -> bool:
         return imp.module == WASI_P1
 
     def default_export(self, info: ModuleInfo) -> str | None:
@@ -82,6 +90,8 @@ class WasiCgiAbi:
         try:
             start()
         except wasmtime.ExitTrap as exc:
+            if stdout.overflowed:  # the refused write is why it gave up: say so
+                raise GuestError(f"guest wrote more than {stdout.limit} bytes to stdout") from None
             if exc.code != 0:
                 raise GuestError(
                     f"guest exited with status {exc.code}",
@@ -111,10 +121,15 @@ def cgi_environment(inv: Invocation, name: str, granted: dict[str, str]) -> list
             "X_MATCHED_ROUTE": f"/fn/{name}/...",
         }
     )
+    request_vars: set[str] = set()
     for raw_key, raw_value in inv.headers:
         key = raw_key.decode("latin-1")
         if key not in _SKIPPED_HEADERS:
-            env["HTTP_" + key.upper().replace("-", "_")] = raw_value.decode("latin-1")
+            name = "HTTP_" + key.upper().replace("-", "_")
+            value = raw_value.decode("latin-1")
+            # RFC 3875 4.1.18: repeated header fields are combined into one, comma-separated.
+            env[name] = f"{env[name]}, {value}" if name in request_vars else value
+            request_vars.add(name)
     return list(env.items())
 
 
@@ -127,12 +142,13 @@ def parse_cgi_response(out: bytes) -> Outcome:
     A header block is recognised only if every line before the first blank line looks like
     `Name: value` with a token name; otherwise the whole output is the body.
     """
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        idx = out.find(sep, 0, _HEADER_LIMIT)
-        if idx != -1:
-            break
-    else:
+    # The earliest blank line ends the header block, whichever line ending it uses.
+    found = [
+        (i, sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := out.find(sep, 0, _HEADER_LIMIT)) >= 0
+    ]
+    if not found:
         return Outcome(200, [_OCTET], out)
+    idx, sep = min(found)
     head, body = out[:idx], out[idx + len(sep) :]
     headers: list[tuple[bytes, bytes]] = []
     status = 200

@@ -112,7 +112,7 @@ class Deployer:
         values.update(abi=abi_name, export=export, reuse=reuse)
         values.update(update.model_dump(exclude_none=True, exclude={"abi", "export", "reuse"}))
         spec = FunctionSpec.model_validate(values)
-        missing = [f"{i.module}.{i.name}" for i in info.imports if not abi.provides(i)]
+        missing = [f"{i.module}.{i.name}" for i in info.imports if not abi.provides(i, spec)]
         if missing:
             raise InvalidRequest(
                 f"module imports {', '.join(missing)}, which the {abi_name} abi and the "

@@ -14,20 +14,21 @@ from __future__ import annotations
 
 
 class CallStats:
-    __slots__ = ("budget_us", "ewma_us", "inline")
+    __slots__ = ("allowed", "budget_us", "ewma_us", "inline")
 
     ALPHA = 0.2
 
     def __init__(self, budget_us: float, inline: bool) -> None:
         self.budget_us = budget_us
         self.ewma_us = 0.0
-        self.inline = inline and budget_us > 0
+        self.allowed = inline and budget_us > 0  # never inline otherwise, however short
+        self.inline = self.allowed
 
     def observe(self, duration_us: float) -> None:
         self.ewma_us += self.ALPHA * (duration_us - self.ewma_us)
         if self.inline and self.ewma_us > self.budget_us:
             self.inline = False
-        elif not self.inline and self.budget_us > 0 and self.ewma_us < self.budget_us / 2:
+        elif not self.inline and self.allowed and self.ewma_us < self.budget_us / 2:
             self.inline = True
 
     def demote(self, duration_us: float) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import importlib.metadata
 import logging
 import platform
+import resource
 import threading
 
 import wasmtime
@@ -20,12 +21,15 @@ _CONFIG_REVISION = "1"
 
 
 def build_engine(settings: Settings) -> wasmtime.Engine:
-    if settings.max_instances:
-        try:
-            return wasmtime.Engine(_config(settings, pooling=True))
-        except wasmtime.WasmtimeError as exc:  # e.g. a ulimit on address space
-            log.warning("pooling allocator unavailable (%s); allocating on demand", exc)
-    return wasmtime.Engine(_config(settings, pooling=False))
+    pooling = bool(settings.max_instances)
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if pooling and soft != resource.RLIM_INFINITY:
+        # The pool reserves (not commits) terabytes of address space up front; under an
+        # address-space ulimit wasmtime cannot reserve it and aborts the process rather
+        # than return an error, so do not even try.
+        log.warning("address space is limited (ulimit -v); allocating instances on demand")
+        pooling = False
+    return wasmtime.Engine(_config(settings, pooling=pooling))
 
 
 def _config(settings: Settings, *, pooling: bool) -> wasmtime.Config:

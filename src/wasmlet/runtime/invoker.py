@@ -165,9 +165,7 @@ class Invoker:
             log_limit=self.settings.max_log_bytes,
             output_limit=self.settings.max_output_bytes,
         )
-        # Guests of this ABIs touch nothing outside their own instance, so an
-        # abandoned inline attempt can be replayed safely.
-        replayable = True
+        replayable = abi.replayable(ref.spec)
         return Entry(
             pool=pool,
             gate=Gate(ref.spec.pool_size),
@@ -205,6 +203,11 @@ class Invoker:
         except WasmletError as exc:
             self._record(ref, inv, started, report, exc.status, exc)
             raise
+        except Exception as exc:  # a host-side bug: contain it to this call, keep its trace
+            log.exception("invocation of %s failed inside the host", name)
+            error = WasmletError(f"internal error: {exc.__class__.__name__}: {exc}")
+            self._record(ref, inv, started, report, error.status, error)
+            raise error from exc
         finally:
             gate.leave()
         self._record(ref, inv, started, report, outcome.status, None)

@@ -93,6 +93,13 @@ class _Reader:
         return s
 
 
+def _skip_limits(r: _Reader) -> None:
+    flags = r.byte()
+    r.uleb()  # minimum
+    if flags & 1:
+        r.uleb()  # maximum
+
+
 def _param_names(wasm: bytes) -> dict[str, list[str]]:
     """Map each exported function to its parameter names, where the module records them."""
     if wasm[:4] != b"\0asm":
@@ -124,11 +131,22 @@ def _param_names(wasm: bytes) -> dict[str, list[str]]:
                 s.name()
                 s.name()
                 kind = s.byte()
-                if kind == 0:
+                if kind == 0:  # function: type index
                     s.uleb()
                     imported_funcs += 1
+                elif kind == 1:  # table: reftype, limits
+                    s.byte()
+                    _skip_limits(s)
+                elif kind == 2:  # memory: limits
+                    _skip_limits(s)
+                elif kind == 3:  # global: valtype, mutability
+                    s.byte()
+                    s.byte()
+                elif kind == 4:  # tag: attribute, type index
+                    s.byte()
+                    s.uleb()
                 else:
-                    break  # later entries only matter for their function count
+                    return {}
         elif section_id == 3:
             func_types = [s.uleb() for _ in range(s.uleb())]
         elif section_id == 7:

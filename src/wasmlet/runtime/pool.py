@@ -77,9 +77,7 @@ class InstancePool:
         self.fuel_metering = fuel_metering
         self.log_limit = log_limit
         self.output_limit = output_limit
-        linker = wasmtime.Linker(engine)
-        abi.define_imports(linker)
-        self.pre = linker.instantiate_pre(module)
+        self.instantiate = abi.instantiator(engine, module, ref.spec)
         self.reuse = ref.spec.reuse
         self.capacity = ref.spec.pool_size
         self.idle: deque[Slot] = deque()
@@ -151,11 +149,14 @@ class InstancePool:
                 if slot.logs.size:
                     report.logs = slot.logs.getvalue()
                 slot.calls += 1
-                if healthy and self.reuse:
+                if healthy and self.reuse and not slot.retired:
                     self.idle.append(slot)
 
     def _new_slot(self, inv: Invocation, ticks: int, fuel: int) -> Slot:
-        store = wasmtime.Store(self.engine)
+        data = self.abi.store_data(self)
+        store = (
+            wasmtime.Store(self.engine, data) if data is not None else wasmtime.Store(self.engine)
+        )
         store.set_limits(memory_size=self.spec.memory_bytes, table_elements=1_000_000)
         store.set_epoch_deadline(ticks)
         if self.fuel_metering:
@@ -164,7 +165,7 @@ class InstancePool:
         slot.function = self
         self.abi.configure_store(slot, inv)
         self.instantiations += 1
-        slot.bind(self.pre.instantiate(store))
+        slot.bind(self.instantiate(store))
         self.abi.on_instance(slot)
         return slot
 

@@ -32,6 +32,7 @@ class Slot:
         "instance",
         "logs",
         "memory",
+        "retired",
         "store",
     )
 
@@ -44,6 +45,7 @@ class Slot:
         self.logs = BoundedBuffer(log_limit)
         self.abi_state: Any = None
         self.calls = 0
+        self.retired = False  # set by an ABI when this instance must not serve again
         self.function: Any = None  # the InstancePool this slot belongs to
         self._fast: dict[str, FastFunc] = {}
 

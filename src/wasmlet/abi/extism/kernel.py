@@ -75,6 +75,7 @@ class Kernel:
     __slots__ = (
         "_alloc",
         "_error_get",
+        "_free",
         "_input_set",
         "_length",
         "_output_length",
@@ -105,6 +106,7 @@ class Kernel:
         self._output_length = self._fast("output_length")
         self._error_get = self._fast("error_get")
         self._reset = self._fast("reset")
+        self._free = self._fast("free")
 
     @classmethod
     def instantiate(cls, store: wasmtime.Store) -> Kernel:
@@ -166,6 +168,9 @@ class Kernel:
                 raise RuntimeError("extism kernel returned a block outside its memory")
             ctypes.memmove(base + handle, data, size)
         return handle
+
+    def free(self, handle: int) -> None:
+        self._free(handle)
 
     def length(self, handle: int) -> int:
         return _u64(self._length(handle)[0]) if handle else 0

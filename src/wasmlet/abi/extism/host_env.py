@@ -1,0 +1,221 @@
+"""The built-in Extism host functions (`extism:host/env`) and wasmlet's user functions.
+
+These are the only calls from an Extism plugin into Python. Each reads its arguments from
+kernel memory in one copy and writes its result the same way. They find the calling
+store's PluginContext through the store's data. A host function that fails raises
+HostError: the plugin traps and the call fails with that message (`guest_error`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import wasmtime
+from wasmtime import _ffi, _value
+
+from wasmlet.abi.extism.context import VAR_OVERHEAD, PluginContext
+
+ENV = "extism:host/env"
+USER = "extism:host/user"
+LEGACY = "env"  # pre-1.0 PDKs: the same functions, named extism_<name>
+
+LEVELS = {"trace": 0, "debug": 1, "info": 2, "warn": 3, "error": 4}
+LOG_OFF = 2147483647
+
+
+class HostError(Exception):
+    """A host function refused or failed: the plugin call ends with this message."""
+
+
+def context_of(caller: wasmtime.Caller) -> PluginContext:
+    data = _ffi.wasmtime_context_get_data(caller._context())
+    return _value._unintern(data)  # type: ignore[no-any-return]
+
+
+def _text(ctx: PluginContext, handle: int, what: str) -> str:
+    """Read a UTF-8 block the plugin passed; an invalid non-zero handle is an error."""
+    assert ctx.kernel is not None
+    if not handle:
+        return ""
+    if not ctx.kernel.length(handle):
+        raise HostError(f"invalid {what} handle {handle}")
+    return ctx.kernel.read(handle).decode("utf-8", errors="replace")
+
+
+def _free(ctx: PluginContext, *handles: int) -> None:
+    assert ctx.kernel is not None
+    for handle in handles:
+        if handle:
+            ctx.kernel.free(handle)
+
+
+# -- config and vars ----------------------------------------------------------------------
+
+
+def config_get(caller: wasmtime.Caller, key: int) -> int:
+    ctx = context_of(caller)
+    name = _text(ctx, key, "key")
+    _free(ctx, key)
+    value = ctx.config.get(name)
+    return ctx.kernel.write(value.encode()) if value else 0  # type: ignore[union-attr]
+
+
+def var_get(caller: wasmtime.Caller, key: int) -> int:
+    ctx = context_of(caller)
+    name = _text(ctx, key, "key")
+    _free(ctx, key)
+    value = ctx.var(name)
+    return ctx.kernel.write(value) if value else 0  # type: ignore[union-attr]
+
+
+def var_set(caller: wasmtime.Caller, key: int, value: int) -> None:
+    ctx = context_of(caller)
+    if ctx.max_var_bytes == 0:
+        raise HostError("Vars are disabled by this host")
+    name = _text(ctx, key, "key")
+    data = ctx.kernel.read(value) if value else b""  # type: ignore[union-attr]
+    _free(ctx, key, value)
+    if not data:
+        ctx.pending_vars[name] = None  # an empty value deletes the key
+        return
+    projected = ctx.vars.size() + sum(
+        len(k.encode()) + len(v) + VAR_OVERHEAD for k, v in ctx.pending_vars.items() if v
+    )
+    if projected + len(name.encode()) + len(data) + VAR_OVERHEAD > ctx.max_var_bytes:
+        raise HostError("Variable store is full")
+    ctx.pending_vars[name] = data
+
+
+# -- HTTP ---------------------------------------------------------------------------------
+
+
+def host_allowed(host: str, patterns: list[str]) -> bool:
+    """Extism's rule: the URL's host (lower-case, no port) matches one glob of the list."""
+    host = host.lower()
+    return any(fnmatch.fnmatchcase(host, p.lower()) for p in patterns)
+
+
+def http_request(caller: wasmtime.Caller, req: int, body: int) -> int:
+    ctx = context_of(caller)
+    kernel = ctx.kernel
+    assert kernel is not None
+    raw = _text(ctx, req, "request")
+    payload = kernel.read(body) if body else b""
+    _free(ctx, req, body)
+    ctx.http_status, ctx.http_headers = 0, None
+    try:
+        spec = json.loads(raw)
+        url = spec["url"]
+        method = (spec.get("method") or "GET").upper()
+        headers = spec.get("headers") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise HostError("invalid HTTP request description") from None
+    host = urlsplit(url).hostname or ""
+    if not host or not host_allowed(host, ctx.allowed_hosts):
+        raise HostError(f"HTTP request to {url} is not allowed")
+    remaining = ctx.deadline - time.monotonic()
+    if remaining <= 0:
+        raise HostError("no time left for the HTTP request")
+    limit = ctx.max_http_response_bytes
+    try:
+        with (
+            httpx.Client(timeout=remaining, follow_redirects=True) as client,
+            client.stream(method, url, headers=headers, content=payload or None) as resp,
+        ):
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise HostError(f"HTTP response body exceeds {limit} bytes")
+                chunks.append(chunk)
+            ctx.http_status = resp.status_code
+            ctx.http_headers = {k.lower(): v for k, v in resp.headers.items()}
+    except httpx.HTTPError as exc:
+        raise HostError(f"HTTP request to {url} failed: {exc.__class__.__name__}") from None
+    data = b"".join(chunks)
+    return kernel.write(data) if data else 0
+
+
+def http_status_code(caller: wasmtime.Caller) -> int:
+    return context_of(caller).http_status
+
+
+def http_headers(caller: wasmtime.Caller) -> int:
+    ctx = context_of(caller)
+    if ctx.http_headers is None:
+        return 0
+    return ctx.kernel.write(json.dumps(ctx.http_headers).encode())  # type: ignore[union-attr]
+
+
+# -- logs ---------------------------------------------------------------------------------
+
+
+def _logger(level: str) -> Callable[[wasmtime.Caller, int], None]:
+    number = LEVELS[level]
+    tag = f"[{level}] ".encode()
+
+    def log(caller: wasmtime.Caller, msg: int) -> None:
+        ctx = context_of(caller)
+        if number < ctx.log_level:
+            _free(ctx, msg)
+            return
+        text = _text(ctx, msg, "log message")
+        _free(ctx, msg)
+        if ctx.logs is not None:
+            ctx.logs.write(tag + text.encode() + b"\n")
+
+    return log
+
+
+def get_log_level(caller: wasmtime.Caller) -> int:
+    return context_of(caller).log_level
+
+
+# -- wasmlet's user functions (extism:host/user) ------------------------------------------
+
+
+def wasmlet_now_ms(caller: wasmtime.Caller) -> int:
+    """Wall-clock time in milliseconds since the Unix epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def wasmlet_random_bytes(caller: wasmtime.Caller, n: int) -> int:
+    """A new block of `n` (at most 64 KiB) cryptographically random bytes."""
+    if not 0 < n <= 65536:
+        raise HostError("wasmlet_random_bytes: n must be 1..65536")
+    return context_of(caller).kernel.write(os.urandom(n))  # type: ignore[union-attr]
+
+
+def _ty(params: str, results: str) -> wasmtime.FuncType:
+    kinds = {"I": wasmtime.ValType.i64(), "i": wasmtime.ValType.i32()}
+    return wasmtime.FuncType([kinds[c] for c in params], [kinds[c] for c in results])
+
+
+# name -> (namespace, type, implementation)
+BUILTINS: dict[str, tuple[str, wasmtime.FuncType, Callable[..., Any]]] = {
+    "config_get": (ENV, _ty("I", "I"), config_get),
+    "var_get": (ENV, _ty("I", "I"), var_get),
+    "var_set": (ENV, _ty("II", ""), var_set),
+    "http_request": (ENV, _ty("II", "I"), http_request),
+    "http_status_code": (ENV, _ty("", "i"), http_status_code),
+    "http_headers": (ENV, _ty("", "I"), http_headers),
+    "get_log_level": (ENV, _ty("", "i"), get_log_level),
+    **{f"log_{lvl}": (ENV, _ty("I", ""), _logger(lvl)) for lvl in LEVELS},
+    "wasmlet_now_ms": (USER, _ty("", "I"), wasmlet_now_ms),
+    "wasmlet_random_bytes": (USER, _ty("I", "I"), wasmlet_random_bytes),
+}
+
+
+def define_builtins(linker: wasmtime.Linker) -> None:
+    """Every built-in, under its namespace and (env ones) under the legacy alias too."""
+    for name, (namespace, ty, impl) in BUILTINS.items():
+        linker.define_func(namespace, name, ty, impl, access_caller=True)
+        if namespace == ENV:
+            linker.define_func(LEGACY, f"extism_{name}", ty, impl, access_caller=True)

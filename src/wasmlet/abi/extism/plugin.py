@@ -1,0 +1,213 @@
+"""`extism`: run unmodified Extism plugins, with wasmlet's own host (no Extism SDK).
+
+Per store: a kernel instance (abi/extism/kernel.py) owns the memory plugin and host share;
+the plugin is linked to the kernel's exports, to the built-in host functions
+(abi/extism/host_env.py) and, when granted, to WASI. The request body is the plugin's
+input; its output is the response body. Outcomes follow EXTISM-ABI.md §1: an error set by
+the plugin, a non-zero return code or a non-zero WASI exit fails the call (`guest_error`);
+traps, timeouts and limits end it like any other ABI.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import wasmtime
+
+from wasmlet.abi.base import WASI_P1, Instantiator, Invocation, Outcome
+from wasmlet.abi.extism.context import PluginContext, VarStore
+from wasmlet.abi.extism.host_env import (
+    BUILTINS,
+    ENV,
+    LEGACY,
+    LEVELS,
+    USER,
+    HostError,
+    define_builtins,
+)
+from wasmlet.abi.extism.kernel import KERNEL_EXPORTS, Kernel
+from wasmlet.errors import GuestError, InvalidRequest, NotFound
+from wasmlet.runtime.module_info import Import, ModuleInfo
+from wasmlet.runtime.slot import Slot
+from wasmlet.spec import FunctionSpec
+
+_INITIALISERS = ("__wasm_call_ctors", "_initialize")
+_HIDDEN = {"memory", "_start", "hs_init", *_INITIALISERS}
+_JSON = b"application/json"
+_OCTET = b"application/octet-stream"
+
+
+def _kernel_name(imp: Import) -> str | None:
+    """The kernel export an import refers to (current or legacy naming), if any."""
+    if imp.module == ENV and imp.name in KERNEL_EXPORTS:
+        return imp.name
+    if imp.module == LEGACY and imp.name.startswith("extism_"):
+        name = imp.name.removeprefix("extism_")
+        return name if name in KERNEL_EXPORTS else None
+    return None
+
+
+def _builtin(imp: Import) -> bool:
+    if imp.module == LEGACY and imp.name.startswith("extism_"):
+        entry = BUILTINS.get(imp.name.removeprefix("extism_"))
+        return entry is not None and entry[0] == ENV
+    entry = BUILTINS.get(imp.name)
+    return entry is not None and entry[0] == imp.module
+
+
+def _callable(ty: wasmtime.FuncType) -> bool:
+    results = [str(t) for t in ty.results]
+    return not list(ty.params) and results in ([], ["i32"])
+
+
+class ExtismAbi:
+    name: ClassVar[str] = "extism"
+    default_reuse: ClassVar[bool] = True  # upstream keeps one instance per plugin
+    allows_reuse: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._vars: dict[str, VarStore] = {}
+
+    # -- deploy-time checks -------------------------------------------------------------------
+
+    def provides(self, imp: Import, spec: FunctionSpec) -> bool:
+        if imp.module == WASI_P1:
+            return spec.wasi
+        return _kernel_name(imp) is not None or _builtin(imp)
+
+    def default_export(self, info: ModuleInfo) -> str | None:
+        names = [n for n, t in info.func_exports.items() if n not in _HIDDEN and _callable(t)]
+        return names[0] if len(names) == 1 else None
+
+    def check(self, info: ModuleInfo, spec: FunctionSpec) -> None:
+        ty = info.func_exports.get(spec.export)
+        if ty is None:
+            raise InvalidRequest(f"plugin has no exported function {spec.export!r}")
+        if not _callable(ty):
+            raise InvalidRequest(
+                f"export {spec.export!r} must take no parameters and return nothing or an i32"
+            )
+
+    def replayable(self, spec: FunctionSpec) -> bool:
+        # Var writes are staged until the call succeeds; outbound HTTP cannot be undone.
+        return not spec.allowed_hosts
+
+    # -- instances ----------------------------------------------------------------------------
+
+    def instantiator(
+        self, engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
+    ) -> Instantiator:
+        linker = wasmtime.Linker(engine)
+        define_builtins(linker)
+        if spec.wasi:
+            linker.define_wasi()
+        plan: list[tuple[str | None, str, str]] = []
+        for item in module.imports:
+            imp = Import(item.module, item.name or "", item.type)
+            plan.append((_kernel_name(imp), imp.module, imp.name))
+
+        def instantiate(store: wasmtime.Store) -> wasmtime.Instance:
+            kernel = Kernel.instantiate(store)
+            store.data().kernel = kernel
+            externs = [
+                kernel.exports[kname] if kname else linker.get(store, mod, name)
+                for kname, mod, name in plan
+            ]
+            return wasmtime.Instance(store, module, externs)
+
+        return instantiate
+
+    def store_data(self, pool: Any) -> PluginContext:
+        spec: FunctionSpec = pool.spec
+        name = pool.ref.name
+        return PluginContext(
+            function=name,
+            config=dict(spec.config),
+            vars=self._vars.setdefault(name, VarStore()),
+            max_var_bytes=spec.max_var_bytes,
+            allowed_hosts=list(spec.allowed_hosts),
+            max_http_response_bytes=spec.max_http_response_bytes,
+            log_level=LEVELS["info"],
+        )
+
+    def configure_store(self, slot: Slot, inv: Invocation | None) -> None:
+        if slot.function.spec.wasi:
+            slot.store.set_wasi(wasmtime.WasiConfig())  # no args, env, stdio or files
+        slot.abi_state = slot.store.data()
+
+    def on_instance(self, slot: Slot) -> None:
+        """Run the guest runtime's initialiser once, as EXTISM-ABI.md §4 orders it."""
+        functions = slot.function.ref.functions
+        if "hs_init" in functions:
+            init = slot.func("_initialize") if "_initialize" in functions else None
+            if init is not None and not init.params and not init.results:
+                init()
+            hs_init = slot.func("hs_init")
+            if hs_init is not None and len(hs_init.params) == 2:
+                hs_init(0, 0)
+            return
+        for name in _INITIALISERS:
+            if name in functions:
+                init = slot.func(name)
+                if init is not None and not init.params and not init.results:
+                    init()
+                    return
+
+    # -- calls --------------------------------------------------------------------------------
+
+    def call(self, slot: Slot, inv: Invocation) -> Outcome:
+        ctx: PluginContext = slot.abi_state
+        kernel = ctx.kernel
+        assert kernel is not None
+        spec = slot.function.spec
+        export = inv.export or spec.export
+        fn = slot.func(export) if export not in ("memory", "hs_init") else None
+        if fn is None or fn.params or fn.results not in ((), ("i32",)):
+            raise NotFound(f"plugin has no callable export {export!r}")
+        ctx.begin(spec.timeout_ms, slot.logs)
+        kernel.set_input(inv.body)
+        if export == "_start":
+            slot.retired = True  # WASI command semantics: never reuse after _start
+        try:
+            results = fn()
+        except HostError as exc:
+            slot.retired = True
+            raise GuestError(str(exc)) from None
+        except wasmtime.ExitTrap as exc:
+            slot.retired = True
+            if exc.code != 0:
+                raise GuestError(
+                    kernel.error() or f"plugin exited with status {exc.code}"
+                ) from None
+            results = []
+        except wasmtime.Trap as exc:
+            if exc.trap_code not in (wasmtime.TrapCode.INTERRUPT, wasmtime.TrapCode.OUT_OF_FUEL):
+                message = kernel.error()
+                if message:
+                    slot.retired = True
+                    raise GuestError(message) from None
+            raise
+        message = kernel.error()
+        if message:
+            raise GuestError(message)
+        if results and results[0] != 0:
+            raise GuestError(f"Returned non-zero exit code: {results[0]}")
+        out = kernel.output()
+        ctx.commit()
+        return Outcome(200, [(b"content-type", _content_type(spec, out))], out)
+
+
+def _content_type(spec: FunctionSpec, out: bytes) -> bytes:
+    if spec.content_type:
+        return spec.content_type.encode("latin-1")
+    if out[:1] in (b"{", b"[") and out[-1:] in (b"}", b"]"):
+        try:
+            json.loads(out)
+            return _JSON
+        except ValueError:
+            pass
+    return _OCTET
+
+
+__all__ = ["USER", "ExtismAbi"]
