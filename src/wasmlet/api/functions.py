@@ -80,6 +80,10 @@ def deploy(
     config: Annotated[list[str] | None, Form(description="KEY=VALUE, repeatable")] = None,
     env: Annotated[list[str] | None, Form(description="KEY=VALUE, repeatable")] = None,
     allowed_host: Annotated[list[str] | None, Form(description="repeatable")] = None,
+    wasi: Annotated[bool | None, Form(description="extism: grant WASI")] = None,
+    max_var_bytes: Annotated[int | None, Form(description="extism: var store cap")] = None,
+    max_http_response_bytes: Annotated[int | None, Form()] = None,
+    content_type: Annotated[str | None, Form(description="content type of the output")] = None,
 ) -> FunctionView:
     check_name(name)
     fields: dict[str, Any] = {}
@@ -101,6 +105,10 @@ def deploy(
         "config": pairs(config, "config"),
         "env": pairs(env, "env"),
         "allowed_hosts": allowed_host,
+        "wasi": wasi,
+        "max_var_bytes": max_var_bytes,
+        "max_http_response_bytes": max_http_response_bytes,
+        "content_type": content_type,
     }.items():
         if value is not None:
             fields[key] = value

@@ -26,6 +26,7 @@ from rich.text import Text
 
 from wasmlet.cli import app
 from wasmlet.cli.client import DEFAULT_URL, ApiError, Client, ClientError, Unreachable
+from wasmlet.cli.manifest import ManifestError, load_manifest
 
 Url = Annotated[
     str,
@@ -130,7 +131,10 @@ def _signature(name: str, sig: dict[str, Any] | None) -> str:
 @app.command()
 def deploy(
     name: Annotated[str, typer.Argument(help="Function name")],
-    file: Annotated[Path, typer.Argument(help=".wasm or .wat module", show_default=False)],
+    file: Annotated[
+        Path | None,
+        typer.Argument(help=".wasm or .wat module (or use --manifest)", show_default=False),
+    ] = None,
     abi: Annotated[str | None, typer.Option(help="core, wasi-cgi, ...")] = None,
     export: Annotated[str | None, typer.Option(help="Export to call")] = None,
     timeout_ms: Annotated[int | None, typer.Option(help="Time limit per call")] = None,
@@ -150,11 +154,32 @@ def deploy(
             "--reuse/--no-reuse", help="Reuse instances between calls", show_default=False
         ),
     ] = None,
+    wasi: Annotated[
+        bool | None, typer.Option("--wasi/--no-wasi", help="extism: grant WASI", show_default=False)
+    ] = None,
+    max_var_bytes: Annotated[int | None, typer.Option(help="extism: var store cap")] = None,
+    max_http_response_bytes: Annotated[
+        int | None, typer.Option(help="extism: HTTP response cap")
+    ] = None,
+    content_type: Annotated[str | None, typer.Option(help="Content type of the output")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Extism manifest (JSON): module and options")
+    ] = None,
     url: Url = DEFAULT_URL,
 ) -> None:
     """Deploy a module as NAME (a new version, or the same one again)."""
-    module = _read_file(file)
     fields: list[tuple[str, str]] = []
+    if manifest is not None:
+        try:
+            module, spec = load_manifest(manifest)
+        except ManifestError as exc:
+            _fail(str(exc), code=2)
+        fields.append(("spec", json.dumps(spec)))
+        file = file or manifest.with_suffix(".wasm")
+    elif file is None:
+        _fail("give a module FILE or --manifest", code=2)
+    else:
+        module = _read_file(file)
     for key, value in (
         ("abi", abi),
         ("export", export),
@@ -162,11 +187,15 @@ def deploy(
         ("memory_mb", memory_mb),
         ("fuel", fuel),
         ("pool_size", pool_size),
+        ("max_var_bytes", max_var_bytes),
+        ("max_http_response_bytes", max_http_response_bytes),
+        ("content_type", content_type),
     ):
         if value is not None:
             fields.append((key, str(value)))
-    if reuse is not None:
-        fields.append(("reuse", "true" if reuse else "false"))
+    for key, flag in (("reuse", reuse), ("wasi", wasi)):
+        if flag is not None:
+            fields.append((key, "true" if flag else "false"))
     for key, values in (("config", config), ("env", env), ("allowed_host", allowed_host)):
         fields.extend((key, v) for v in values or ())
 
