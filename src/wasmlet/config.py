@@ -19,12 +19,12 @@ from pydantic_settings import (
 )
 
 
-def _config_file() -> Path:
+def _config_file(data_dir: object = None) -> Path:
+    """`$WASMLET_CONFIG`, else `wasmlet.toml` in the data dir (flag, then env, then default)."""
     explicit = os.environ.get("WASMLET_CONFIG")
     if explicit:
         return Path(explicit)
-    data_dir = os.environ.get("WASMLET_DATA_DIR", ".wasmlet")
-    return Path(data_dir) / "wasmlet.toml"
+    return Path(str(data_dir or os.environ.get("WASMLET_DATA_DIR", ".wasmlet"))) / "wasmlet.toml"
 
 
 class Settings(BaseSettings):
@@ -76,7 +76,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        data_dir = getattr(init_settings, "init_kwargs", {}).get("data_dir")
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file(data_dir))
         return (init_settings, env_settings, toml)
 
 

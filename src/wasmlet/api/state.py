@@ -28,6 +28,7 @@ class AppState:
     invoker: Invoker
 
     def close(self) -> None:
+        self.invoker.close()
         self.meter.stop()
         self.runtime.close()
 

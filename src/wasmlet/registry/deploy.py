@@ -18,6 +18,7 @@ from wasmlet.errors import InvalidRequest, PayloadTooLarge
 from wasmlet.names import check_name
 from wasmlet.registry.blobs import BlobStore, digest_of
 from wasmlet.registry.changes import ChangeSignal
+from wasmlet.registry.locks import registry_lock
 from wasmlet.registry.repository import Repository
 from wasmlet.registry.views import FunctionView
 from wasmlet.runtime.compile_cache import CompileCache
@@ -140,15 +141,17 @@ class Deployer:
 
     def rollback(self, name: str, digest: str) -> FunctionView:
         check_name(name)
-        view = self.repo.activate(name, digest)
+        with registry_lock(self.settings.data_dir):
+            view = self.repo.activate(name, digest)
         self.changes.bump()
         return view
 
     def delete(self, name: str) -> int:
         """Stop serving a function now, then drop the module bytes nothing else uses."""
         check_name(name)
-        modules = {v.module_digest for v in self.repo.versions(name)}
-        self.repo.delete_function(name)
+        with registry_lock(self.settings.data_dir):
+            modules = {v.module_digest for v in self.repo.versions(name)}
+            self.repo.delete_function(name)
         self.changes.bump()
         return self.collect_garbage(modules)
 
@@ -158,29 +161,31 @@ class Deployer:
         With `candidates`, only those digests are considered, so a blob uploaded for a
         deploy that has not happened yet is left alone.
         """
-        referenced = self.repo.referenced_modules()
         removed = 0
-        for digest in list(candidates if candidates is not None else self.blobs.digests()):
-            if digest not in referenced:
-                self.blobs.delete(digest)
-                self.cache.discard(digest)
-                removed += 1
+        with registry_lock(self.settings.data_dir):
+            referenced = self.repo.referenced_modules()
+            for digest in list(candidates if candidates is not None else self.blobs.digests()):
+                if digest not in referenced:
+                    self.blobs.delete(digest)
+                    self.cache.discard(digest)
+                    removed += 1
         return removed
 
     def _store(
         self, name: str, candidate: Candidate, spec: FunctionSpec
     ) -> tuple[FunctionView, bool]:
-        module_digest = self.blobs.put(candidate.wasm)
-        assert module_digest == digest_of(candidate.wasm)
-        self.cache.store(module_digest, candidate.module)
-        view, created = self.repo.add_version(
-            name,
-            module_digest=module_digest,
-            size=len(candidate.wasm),
-            abi=spec.abi,
-            spec=spec.canonical(),
-            exports=module_meta(candidate.info),
-        )
+        with registry_lock(self.settings.data_dir):
+            module_digest = self.blobs.put(candidate.wasm)
+            assert module_digest == digest_of(candidate.wasm)
+            self.cache.store(module_digest, candidate.module)
+            view, created = self.repo.add_version(
+                name,
+                module_digest=module_digest,
+                size=len(candidate.wasm),
+                abi=spec.abi,
+                spec=spec.canonical(),
+                exports=module_meta(candidate.info),
+            )
         self.changes.bump()
         log.info("deployed %s %s (%s)", name, view.active_version.digest[:19], spec.abi)
         return view, created

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -46,6 +46,17 @@ def _function_view(f: Function) -> FunctionView:
         created_at=f.created_at,
         updated_at=f.updated_at,
     )
+
+
+def _lock_for_write(s: Session) -> None:
+    """Take the database write lock now, before reading what the write depends on.
+
+    PostgreSQL honours the SELECT ... FOR UPDATE that follows; SQLite ignores it, but any
+    write statement at the start of a transaction takes its (database-wide) RESERVED lock,
+    so concurrent writers queue here instead of reading the same max(seq).
+    """
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(text("UPDATE functions SET name = name WHERE 0 = 1"))
 
 
 class Repository:
@@ -99,6 +110,7 @@ class Repository:
         for attempt in range(3):
             try:
                 with self.sessions.begin() as s:
+                    _lock_for_write(s)
                     f = s.scalar(
                         select(Function)
                         .where(Function.name == name)
@@ -157,14 +169,20 @@ class Repository:
             s.execute(delete(InvocationRecord).where(InvocationRecord.function == name))
             s.delete(f)  # its versions go with it (ORM cascade)
 
-    def active_versions(self) -> list[tuple[str, VersionView]]:
+    def active_versions(self) -> list[tuple[str, str, VersionView]]:
+        """(name, identity, active version) of every function. The identity tells a function
+        apart from an earlier one deleted under the same name (SQLite may reuse its id, so
+        the creation time is part of it)."""
         with self.sessions() as s:
             rows = s.execute(
-                select(Function.name, Version).join(
+                select(Function.name, Function.id, Function.created_at, Version).join(
                     Version, Version.id == Function.active_version_id
                 )
             )
-            return [(name, _version_view(v, v.id)) for name, v in rows]
+            return [
+                (name, f"{fid}@{created.timestamp()}", _version_view(v, v.id))
+                for name, fid, created, v in rows
+            ]
 
     def referenced_modules(self) -> set[str]:
         with self.sessions() as s:

@@ -11,7 +11,7 @@ from functools import partial
 
 import wasmtime
 
-from wasmlet.abi import Invocation, Outcome, get_abi
+from wasmlet.abi import ABIS, Invocation, Outcome, get_abi
 from wasmlet.config import Settings
 from wasmlet.errors import NotFound, Overloaded, WasmletError
 from wasmlet.metering import CACHE_EVENTS, OFFLOADS, OVERLOADS, POOL_WAITS, Meter
@@ -75,15 +75,21 @@ class Invoker:
         self.changes = changes
         self.meter = meter
         self.active: dict[str, VersionRef] = {}
-        # By (name, version digest): two functions deploying the same bytes and spec share a
-        # version digest but not a pool (a guest sees its own function's name).
-        self.entries: dict[tuple[str, str], Entry] = {}
+        # By (name, function id, version digest): two functions deploying the same bytes and
+        # spec share a version digest but not a pool (a guest sees its own function's name),
+        # and a function deleted and deployed again under its name starts afresh.
+        self.entries: dict[tuple[str, str, str], Entry] = {}
         self._refreshing: asyncio.Future[None] | None = None
-        self._loading: dict[tuple[str, str], asyncio.Future[Entry]] = {}
+        self._loading: dict[tuple[str, str, str], asyncio.Future[Entry]] = {}
         self._refresh_lock = asyncio.Lock()
         self._queue_timeout = settings.queue_timeout_ms / 1000
         # Without fuel metering inline calls are bounded by the (always running) ticker.
         self._inline_fuel = settings.inline_fuel if settings.fuel_metering else None
+
+    def close(self) -> None:
+        for entry in self.entries.values():
+            entry.pool.drain()
+        self.entries.clear()
 
     # -- resolving names -------------------------------------------------------------------
 
@@ -91,6 +97,7 @@ class Invoker:
         async with self._refresh_lock:
             loop = asyncio.get_running_loop()
             rows = await loop.run_in_executor(self.runtime.executor, self.repo.active_versions)
+            previous = self.active
             self.active = {
                 name: VersionRef(
                     name=name,
@@ -99,10 +106,17 @@ class Invoker:
                     spec=FunctionSpec.model_validate(v.spec),
                     functions=v.exports,
                     wasi=v.wasi,
+                    function_id=fid,
                 )
-                for name, v in rows
+                for name, fid, v in rows
             }
-            live = {(ref.name, ref.digest) for ref in self.active.values()}
+            gone = {(r.name, r.function_id) for r in previous.values()} - {
+                (r.name, r.function_id) for r in self.active.values()
+            }
+            for name, function_id in gone:
+                for abi in ABIS.values():
+                    abi.forget(name, function_id)
+            live = {(ref.name, ref.function_id, ref.digest) for ref in self.active.values()}
             for key in [k for k in self.entries if k not in live]:
                 self.entries.pop(key).pool.drain()
 
@@ -126,7 +140,7 @@ class Invoker:
         return ref
 
     async def _entry(self, ref: VersionRef) -> Entry:
-        key = (ref.name, ref.digest)
+        key = (ref.name, ref.function_id, ref.digest)
         entry = self.entries.get(key)
         if entry is not None:
             return entry
@@ -183,7 +197,7 @@ class Invoker:
         ref = self.active.get(name)
         if ref is None:
             raise NotFound(f"function {name!r} not found")
-        entry = self.entries.get((name, ref.digest)) or await self._entry(ref)
+        entry = self.entries.get((name, ref.function_id, ref.digest)) or await self._entry(ref)
         gate = entry.gate
         if not gate.try_enter():
             POOL_WAITS.labels(name).inc()
@@ -197,7 +211,8 @@ class Invoker:
         started = time.time()
         report = CallReport()
         try:
-            outcome = self._run_inline(entry, inv, report) if entry.stats.inline else None
+            inline = entry.stats.inline and entry.pool.inline_ok
+            outcome = self._run_inline(entry, inv, report) if inline else None
             if outcome is None:
                 outcome = await self._offload(entry, inv, report)
         except WasmletError as exc:

@@ -8,7 +8,10 @@ bounded by the caller (runtime/invoker.py) with `capacity`.
 
 from __future__ import annotations
 
+import atexit
+import gc
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,6 +43,7 @@ class VersionRef:
     spec: FunctionSpec
     functions: dict[str, Any] = field(default_factory=dict)  # export -> signature
     wasi: bool = False
+    function_id: str = ""  # the function's identity: a name deleted and reused gets a new one
 
 
 @dataclass(slots=True)
@@ -81,6 +85,8 @@ class InstancePool:
         self.reuse = ref.spec.reuse
         self.capacity = ref.spec.pool_size
         self.idle: deque[Slot] = deque()
+        self.inline_ok = True  # an ABI may rule inline calls out once it sees they can block
+        _POOLS.add(self)
         self._signatures: dict[str, Signature | None] = {}
         self.instantiations = 0
         self._fuel = ref.spec.fuel if ref.spec.fuel is not None else UNLIMITED_FUEL
@@ -183,3 +189,16 @@ class InstancePool:
 
     def drain(self) -> None:
         self.idle.clear()
+
+
+# Every pool in the process, so interpreter exit can drop their stores first. A wasmtime
+# store still alive while Python finalises (one whose WASI output or host functions call
+# back into Python) can abort the process in wasmtime's teardown.
+_POOLS: weakref.WeakSet[InstancePool] = weakref.WeakSet()
+
+
+@atexit.register
+def _drop_stores() -> None:
+    for pool in list(_POOLS):
+        pool.drain()
+    gc.collect()
