@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,10 +167,11 @@ def wasmlet_server(
     return Server(label or f"wasmlet-w{workers}", cmd, port, log_dir)
 
 
-def peer_server(log_dir: Path, peer: str, *, workers: int = 1) -> Server:
+def peer_server(log_dir: Path, peer: str, *, workers: int = 1, args: Sequence[str] = ()) -> Server:
+    """A peer from peers.py; `args` are extra options (e.g. --body-file, --plugin)."""
     port = free_port()
     cmd = [PYTHON, str(BENCH_DIR / "peers.py"), peer, "--port", str(port)]
-    cmd += ["--workers", str(workers)]
+    cmd += ["--workers", str(workers), *args]
     return Server(f"{peer}-w{workers}", cmd, port, log_dir)
 
 

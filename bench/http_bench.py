@@ -142,11 +142,17 @@ def parse_hey(text: str) -> dict[str, Any]:
 
 
 def run_hey(
-    url: str, n: int, c: int, *, method: str = "POST", body_file: Path | None = None
+    url: str,
+    n: int,
+    c: int,
+    *,
+    method: str = "POST",
+    body_file: Path | None = None,
+    content_type: str = "application/json",
 ) -> dict[str, Any]:
     cmd = ["hey", "-n", str(n), "-c", str(c), "-m", method]
     if body_file is not None:
-        cmd += ["-D", str(body_file), "-T", "application/json"]
+        cmd += ["-D", str(body_file), "-T", content_type]
     cmd.append(url)
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

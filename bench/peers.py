@@ -13,8 +13,16 @@ wasmlet and a peer is what wasmlet does per request, not the HTTP stack:
                       no memory cap. It only stays crash-free because the call runs on the
                       event loop thread, so calls never overlap; moved to threads to run
                       guests in parallel it would share one Store between threads.
+    extism-mutex      a Starlette route calling ONE Extism Python SDK plugin (`--plugin`,
+                      `--export`) with the raw request body as input, under a lock, directly
+                      on the event loop (no thread hop): the simplest way to serve an Extism
+                      plugin from Python. Used by bench/extism_bench.py.
+
+bare-starlette and bare-asgi answer the bytes of `--body-file` instead of the gcd answer
+when given one.
 
 Usage: python bench/peers.py bare-starlette --port 8001 [--workers 2] [--busy-us 150]
+       python bench/peers.py extism-mutex --port 8001 --plugin hello.wasm --export hello
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ def bare_starlette() -> Any:
     from starlette.routing import Route
 
     busy_s = float(os.environ.get("BENCH_PEER_BUSY_US", "0")) / 1e6
+    body_file = os.environ.get("BENCH_PEER_BODY_FILE")
+    answer = Path(body_file).read_bytes() if body_file else GCD_BODY
 
     async def invoke(request: Request) -> Response:
         await request.body()
@@ -52,7 +62,7 @@ def bare_starlette() -> Any:
             end = time.perf_counter() + busy_s
             while time.perf_counter() < end:
                 pass
-        return Response(GCD_BODY, media_type="application/json")
+        return Response(answer, media_type="application/json")
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -69,6 +79,9 @@ def bare_starlette() -> Any:
 
 
 def bare_asgi() -> Any:
+    body_file = os.environ.get("BENCH_PEER_BODY_FILE")
+    answer = Path(body_file).read_bytes() if body_file else GCD_BODY
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -87,7 +100,7 @@ def bare_asgi() -> Any:
         if scope["path"] == "/healthz":
             status, body = 200, b'{"status": "ok"}'
         elif scope["method"] == "POST" and scope["path"].endswith("/invoke"):
-            status, body = 200, GCD_BODY
+            status, body = 200, answer
         else:
             status, body = 404, b'{"error": "not found"}'
         headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
@@ -129,10 +142,56 @@ def wasmtime_direct() -> Any:
     )
 
 
+# -- extism-mutex ----------------------------------------------------------------------------
+
+
+def extism_mutex() -> Any:
+    import threading
+
+    import extism
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    path = Path(os.environ["BENCH_EXTISM_PLUGIN"])
+    export = os.environ["BENCH_EXTISM_EXPORT"]
+    wasi = os.environ.get("BENCH_EXTISM_WASI") == "1"
+    data = path.read_bytes()
+    if path.suffix == ".wat":
+        import wasmtime
+
+        data = bytes(wasmtime.wat2wasm(data.decode()))
+    plugin = extism.Plugin(data, wasi=wasi)  # the one plugin instance every request shares
+    # Calls run on the event loop thread, so they never overlap and the lock is never
+    # contended; it is what keeps the plugin safe if the call is ever moved to a thread.
+    lock = threading.Lock()
+
+    async def invoke(request: Request) -> Response:
+        body = await request.body()
+        try:
+            with lock:
+                out = plugin.call(export, body)
+        except extism.Error as exc:
+            return JSONResponse({"error": str(exc)}, status_code=500)
+        return Response(out, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route(INVOKE_PATH, invoke, methods=["POST"]),
+            Route("/healthz", healthz),
+        ]
+    )
+
+
 PEERS = {
     "bare-starlette": "bare_starlette",
     "bare-asgi": "bare_asgi",
     "wasmtime-direct": "wasmtime_direct",
+    "extism-mutex": "extism_mutex",
 }
 
 
@@ -149,8 +208,23 @@ def main(argv: list[str] | None = None) -> None:
         help="bare-starlette only: spin this many microseconds of CPU per request, to tell "
         "what any server with that much per-request work does under the same load",
     )
+    parser.add_argument(
+        "--body-file", type=Path, help="bare-starlette, bare-asgi: answer these bytes instead"
+    )
+    parser.add_argument("--plugin", type=Path, help="extism-mutex: the plugin (.wasm or .wat)")
+    parser.add_argument("--export", help="extism-mutex: the function to call")
+    parser.add_argument("--wasi", action="store_true", help="extism-mutex: enable WASI")
     args = parser.parse_args(argv)
-    os.environ["BENCH_PEER_BUSY_US"] = str(args.busy_us)  # read by every worker's factory
+    if args.peer == "extism-mutex" and (args.plugin is None or args.export is None):
+        parser.error("extism-mutex needs --plugin and --export")
+    # Read by every worker's factory (uvicorn builds the app in each worker process).
+    os.environ["BENCH_PEER_BUSY_US"] = str(args.busy_us)
+    if args.body_file is not None:
+        os.environ["BENCH_PEER_BODY_FILE"] = str(args.body_file.resolve())
+    if args.plugin is not None:
+        os.environ["BENCH_EXTISM_PLUGIN"] = str(args.plugin.resolve())
+        os.environ["BENCH_EXTISM_EXPORT"] = args.export
+        os.environ["BENCH_EXTISM_WASI"] = "1" if args.wasi else "0"
     print(f"peer {args.peer} on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
     # The same settings as src/wasmlet/server.py. An import string (not an app object) so
     # that uvicorn can start several worker processes; each builds its own app.

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Build the wasmlet example guests.
 
-Every sub-folder of examples/ holds one example: a ``<name>.wat`` (converted
-with ``wasmtime.wat2wasm``, name section kept) or a ``<name>.c`` (compiled as
-a WASI command with Zig from PyPI: ``python -m ziglang cc``). The output is
-written next to the source as ``<folder>/<name>.wasm``.
+Every sub-folder of examples/ holds one example: a ``<folder>.wat`` or
+``<folder>.c``, or else the folder's only ``.wat``/``.c`` file. WAT is converted
+with ``wasmtime.wat2wasm`` (name section kept). C is compiled with Zig from PyPI
+(``python -m ziglang cc``): as a WASI command by default, or, when
+manifest.json deploys the output with ``"abi": "extism"``, as an Extism plugin
+(a reactor without WASI imports, built against the PDK header in ``pdk/``).
+The output is written next to the source as ``<folder>/<source name>.wasm``.
 
 Usage (with the project venv's python, which has wasmtime and ziglang)::
 
@@ -20,6 +23,7 @@ twice is harmless. Exit status is non-zero if anything fails.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EXAMPLES_DIR = Path(__file__).resolve().parent
+PDK_DIR = EXAMPLES_DIR / "pdk"
+MANIFEST = EXAMPLES_DIR / "manifest.json"
 
 # Flags for C guests: a WASI command (exports `_start`), optimised for size,
 # stripped, with a 64 KiB stack instead of Zig's default 16 MiB so that the
@@ -38,6 +44,22 @@ C_FLAGS = [
     "-s",
     "-Wl,-z,stack-size=65536",
 ]
+
+# Flags for Extism plugins in C: a reactor (no `main`; exports `_initialize` and the
+# functions marked with export_name) that includes examples/pdk/wasmlet_extism.h. As long
+# as a plugin uses nothing from libc that needs the OS (malloc and <string.h> are fine), it
+# has no WASI imports and runs without the function's `wasi` grant.
+EXTISM_C_FLAGS = [
+    "--target=wasm32-wasi",
+    "-mexec-model=reactor",
+    "-Os",
+    "-s",
+    "-Wl,-z,stack-size=65536",
+    f"-I{PDK_DIR}",
+]
+
+# Import namespaces an Extism example may use: the host ABI only, never WASI.
+EXTISM_NAMESPACES = ("extism:host/env", "extism:host/user")
 
 # Initial memory above this many 64 KiB pages is reported as a failure in
 # --check (it would mean the stack-size flag got lost).
@@ -50,25 +72,52 @@ class BuildError(Exception):
 
 @dataclass
 class Example:
-    name: str  # folder name, also the module name
-    source: Path  # <folder>/<name>.wat or <folder>/<name>.c
-    kind: str  # "wat" or "c"
+    name: str  # folder name
+    source: Path  # <folder>/<file>.wat or <folder>/<file>.c
+    kind: str  # "wat", "c" (WASI command) or "extism-c" (Extism plugin)
+    export: str | None = None  # for Extism plugins: the export manifest.json names
 
     @property
     def output(self) -> Path:
         return self.source.with_suffix(".wasm")
 
 
+def manifest_entries() -> dict[str, dict]:
+    """manifest.json entries by the file they deploy (relative to examples/)."""
+    try:
+        items = json.loads(MANIFEST.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"cannot read {MANIFEST.name}: {exc}") from exc
+    return {item["file"]: item for item in items if isinstance(item, dict) and "file" in item}
+
+
+def find_source(folder: Path) -> Path | None:
+    for kind in ("wat", "c"):
+        src = folder / f"{folder.name}.{kind}"
+        if src.is_file():
+            return src
+    sources = sorted(p for p in folder.iterdir() if p.suffix in (".wat", ".c") and p.is_file())
+    if len(sources) > 1:
+        names = ", ".join(p.name for p in sources)
+        raise BuildError(f"{folder.name}/ has several sources ({names}); name one {folder.name}.*")
+    return sources[0] if sources else None
+
+
 def discover() -> list[Example]:
+    entries = manifest_entries()
     found = []
     for folder in sorted(p for p in EXAMPLES_DIR.iterdir() if p.is_dir()):
         if folder.name.startswith((".", "_")):
             continue
-        for kind in ("wat", "c"):
-            src = folder / f"{folder.name}.{kind}"
-            if src.is_file():
-                found.append(Example(folder.name, src, kind))
-                break
+        src = find_source(folder)
+        if src is None:
+            continue  # e.g. pdk/: headers only
+        kind = src.suffix.lstrip(".")
+        entry = entries.get(f"{folder.name}/{src.stem}.wasm", {})
+        if kind == "c" and entry.get("abi") == "extism":
+            found.append(Example(folder.name, src, "extism-c", entry.get("export")))
+        else:
+            found.append(Example(folder.name, src, kind))
     return found
 
 
@@ -88,9 +137,9 @@ def build_wat(src: Path) -> bytes:
         raise BuildError(f"wat2wasm failed: {exc}") from exc
 
 
-def build_c(src: Path, workdir: Path) -> bytes:
+def build_c(src: Path, workdir: Path, flags: list[str] = C_FLAGS) -> bytes:
     out = workdir / (src.stem + ".wasm")
-    cmd = [sys.executable, "-m", "ziglang", "cc", *C_FLAGS, "-o", str(out), str(src)]
+    cmd = [sys.executable, "-m", "ziglang", "cc", *flags, "-o", str(out), str(src)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as exc:
@@ -106,6 +155,8 @@ def build_c(src: Path, workdir: Path) -> bytes:
 def build_one(ex: Example, workdir: Path) -> bytes:
     if ex.kind == "wat":
         return build_wat(ex.source)
+    if ex.kind == "extism-c":
+        return build_c(ex.source, workdir, EXTISM_C_FLAGS)
     return build_c(ex.source, workdir)
 
 
@@ -142,11 +193,37 @@ def check_c_module(info: dict) -> None:
     bad = [i for i in info["imports"] if not i.startswith("wasi_snapshot_preview1.")]
     if bad:
         raise BuildError(f"unexpected non-WASI imports: {', '.join(bad)}")
+    check_pages(info)
+
+
+def check_extism_module(info: dict, export: str | None) -> None:
+    if "_start" in info["exports"]:
+        raise BuildError("Extism plugin exports _start: was -mexec-model=reactor dropped?")
+    if "memory" not in info["exports"]:
+        raise BuildError("module does not export memory")
+    if export and export not in info["exports"]:
+        raise BuildError(f"plugin does not export {export!r} (the export manifest.json names)")
+    bad = [i for i in info["imports"] if not i.startswith(EXTISM_NAMESPACES)]
+    if bad:
+        raise BuildError(
+            f"unexpected imports (a plugin without WASI needs no grant): {', '.join(bad)}"
+        )
+    check_pages(info)
+
+
+def check_pages(info: dict) -> None:
     if info["pages"] is not None and info["pages"] > MAX_INITIAL_PAGES:
         raise BuildError(
             f"initial memory is {info['pages']} pages (> {MAX_INITIAL_PAGES}); "
             "was -Wl,-z,stack-size dropped?"
         )
+
+
+def check_module(ex: Example, info: dict) -> None:
+    if ex.kind == "c":
+        check_c_module(info)
+    elif ex.kind == "extism-c":
+        check_extism_module(info, ex.export)
 
 
 def rel(path: Path) -> str:
@@ -163,8 +240,7 @@ def cmd_build(examples: list[Example]) -> int:
             try:
                 data = build_one(ex, Path(tmp))
                 info = inspect(data)
-                if ex.kind == "c":
-                    check_c_module(info)
+                check_module(ex, info)
             except BuildError as exc:
                 print(f"FAIL  {rel(ex.source)}: {exc}", file=sys.stderr)
                 failures += 1
@@ -202,8 +278,8 @@ def cmd_check(examples: list[Example]) -> int:
                         raise BuildError(f"{rel(out)} is stale; run examples/build.py")
                 else:
                     # Compiler output may differ between zig versions; require a
-                    # valid command with the same export names instead.
-                    check_c_module(info)
+                    # valid module of the same kind with the same export names instead.
+                    check_module(ex, info)
                     if set(info["exports"]) != set(fresh_info["exports"]):
                         raise BuildError(
                             f"{rel(out)} exports {sorted(info['exports'])}, a fresh build "
@@ -230,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    examples = discover()
+    try:
+        examples = discover()
+    except BuildError as exc:
+        print(f"FAIL  {exc}", file=sys.stderr)
+        return 1
     if args.names:
         known = {ex.name: ex for ex in examples}
         unknown = [n for n in args.names if n not in known]

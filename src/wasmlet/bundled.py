@@ -33,7 +33,8 @@ def deploy_examples(settings: Settings) -> list[str]:
     try:
         for item in manifest():
             data = (examples_dir() / item["file"]).read_bytes()
-            spec = {"abi": item["abi"], "export": item.get("export")}
+            # Every manifest key besides these is a spec field (config, allowed_hosts, ...).
+            spec = {k: v for k, v in item.items() if k not in ("name", "file", "description")}
             state.deployer.deploy(item["name"], data, parse_update(spec))
             deployed.append(item["name"])
     finally:

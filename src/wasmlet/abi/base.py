@@ -68,6 +68,9 @@ class Abi(Protocol):
     def replayable(self, spec: FunctionSpec) -> bool:
         """Whether an abandoned call can run again without effects outside its instance."""
 
+    def forget(self, name: str, function_id: str) -> None:
+        """A function was deleted: drop any state this convention keeps for it."""
+
     def store_data(self, pool: Any) -> Any:
         """An object to attach to each new store (host functions find it there), or None."""
 

@@ -39,6 +39,9 @@ class CoreAbi:
     def store_data(self, pool: Any) -> Any:
         return None
 
+    def forget(self, name: str, function_id: str) -> None:
+        return None
+
     def replayable(self, spec: FunctionSpec) -> bool:
         return True  # nothing outside the instance: no host capabilities
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,13 +20,17 @@ VAR_OVERHEAD = 48
 class VarStore:
     """A function's plugin variables on this node, shared by all its pooled instances.
 
-    Writes made during a call are staged in the call's context and applied when the call
-    succeeds, so an abandoned inline attempt (replayed off-loop) changes nothing twice.
+    A call that touches vars holds the store's lock from its first var access to its end,
+    so concurrent calls see one consistent store and read-modify-write loses no update.
+    Writes are staged in the call's context and applied only when the call succeeds, so a
+    failed or abandoned (replayed) call changes nothing.
     """
 
     def __init__(self) -> None:
         self._data: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self.lock = threading.Lock()  # held by the one call using the vars
+        self.used = False  # some call touched vars: such calls are kept off the event loop
 
     def get(self, key: str) -> bytes | None:
         return self._data.get(key)
@@ -57,8 +62,10 @@ class PluginContext:
     logs: BoundedBuffer | None = None
     deadline: float = 0.0  # time.monotonic() by which the current call must end
     pending_vars: dict[str, bytes | None] = field(default_factory=dict)
+    holds_vars: bool = False
     http_status: int = 0
     http_headers: dict[str, str] | None = None
+    __weakref__: object = field(default=None, init=False, repr=False, compare=False)
 
     def begin(self, timeout_ms: int, logs: BoundedBuffer) -> None:
         self.deadline = time.monotonic() + timeout_ms / 1000
@@ -67,12 +74,34 @@ class PluginContext:
         self.http_status = 0
         self.http_headers = None
 
+    def claim_vars(self) -> None:
+        """Take the function's var lock for the rest of this call (once per call)."""
+        if self.holds_vars:
+            return
+        self.vars.used = True
+        if not self.vars.lock.acquire(timeout=max(0.0, self.deadline - time.monotonic())):
+            raise TimeoutError("timed out waiting for the plugin's variable store")
+        self.holds_vars = True
+
     def var(self, key: str) -> bytes | None:
+        self.claim_vars()
         if key in self.pending_vars:
             return self.pending_vars[key]
         return self.vars.get(key)
 
-    def commit(self) -> None:
-        if self.pending_vars:
-            self.vars.apply(self.pending_vars)
+    def finish(self, success: bool) -> None:
+        """End the call: apply staged var writes if it succeeded, release the var lock."""
+        try:
+            if success and self.pending_vars:
+                self.vars.apply(self.pending_vars)
+        finally:
             self.pending_vars.clear()
+            if self.holds_vars:
+                self.holds_vars = False
+                self.vars.lock.release()
+
+
+# Host functions find the context of the calling store here, by store context address.
+# Weak values: a context lives exactly as long as the slot holding it, and nothing global
+# keeps a store alive (wasmtime-py's store-data slab would, through context -> kernel).
+CONTEXTS: weakref.WeakValueDictionary[int, PluginContext] = weakref.WeakValueDictionary()

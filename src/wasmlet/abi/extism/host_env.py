@@ -8,6 +8,7 @@ HostError: the plugin traps and the call fails with that message (`guest_error`)
 
 from __future__ import annotations
 
+import ctypes
 import fnmatch
 import json
 import os
@@ -18,9 +19,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import wasmtime
-from wasmtime import _ffi, _value
 
-from wasmlet.abi.extism.context import VAR_OVERHEAD, PluginContext
+from wasmlet.abi.extism.context import CONTEXTS, VAR_OVERHEAD, PluginContext
 
 ENV = "extism:host/env"
 USER = "extism:host/user"
@@ -35,8 +35,11 @@ class HostError(Exception):
 
 
 def context_of(caller: wasmtime.Caller) -> PluginContext:
-    data = _ffi.wasmtime_context_get_data(caller._context())
-    return _value._unintern(data)  # type: ignore[no-any-return]
+    address = ctypes.cast(caller._context(), ctypes.c_void_p).value
+    ctx = CONTEXTS.get(address or 0)
+    if ctx is None:
+        raise HostError("no plugin context for this store")
+    return ctx
 
 
 def _text(ctx: PluginContext, handle: int, what: str) -> str:
@@ -71,7 +74,7 @@ def var_get(caller: wasmtime.Caller, key: int) -> int:
     ctx = context_of(caller)
     name = _text(ctx, key, "key")
     _free(ctx, key)
-    value = ctx.var(name)
+    value = _claimed(ctx, lambda: ctx.var(name))
     return ctx.kernel.write(value) if value else 0  # type: ignore[union-attr]
 
 
@@ -82,6 +85,7 @@ def var_set(caller: wasmtime.Caller, key: int, value: int) -> None:
     name = _text(ctx, key, "key")
     data = ctx.kernel.read(value) if value else b""  # type: ignore[union-attr]
     _free(ctx, key, value)
+    _claimed(ctx, ctx.claim_vars)
     if not data:
         ctx.pending_vars[name] = None  # an empty value deletes the key
         return
@@ -93,13 +97,34 @@ def var_set(caller: wasmtime.Caller, key: int, value: int) -> None:
     ctx.pending_vars[name] = data
 
 
+def _claimed(ctx: PluginContext, action: Callable[[], Any]) -> Any:
+    try:
+        return action()
+    except TimeoutError as exc:
+        raise HostError(str(exc)) from None
+
+
 # -- HTTP ---------------------------------------------------------------------------------
 
+_MAX_REDIRECTS = 5
 
-def host_allowed(host: str, patterns: list[str]) -> bool:
-    """Extism's rule: the URL's host (lower-case, no port) matches one glob of the list."""
-    host = host.lower()
-    return any(fnmatch.fnmatchcase(host, p.lower()) for p in patterns)
+
+def host_allowed(url: str, patterns: list[str]) -> bool:
+    """Extism's rule: the URL's host (lower-case) matches one glob of the list. A pattern
+    with a port (`host:8080`) is matched against `host:port` instead."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        return False
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    for pattern in patterns:
+        target = f"{host}:{port}" if ":" in pattern else host
+        if fnmatch.fnmatchcase(target, pattern.lower()):
+            return True
+    return False
 
 
 def http_request(caller: wasmtime.Caller, req: int, body: int) -> int:
@@ -117,18 +142,36 @@ def http_request(caller: wasmtime.Caller, req: int, body: int) -> int:
         headers = spec.get("headers") or {}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise HostError("invalid HTTP request description") from None
-    host = urlsplit(url).hostname or ""
-    if not host or not host_allowed(host, ctx.allowed_hosts):
-        raise HostError(f"HTTP request to {url} is not allowed")
     remaining = ctx.deadline - time.monotonic()
     if remaining <= 0:
         raise HostError("no time left for the HTTP request")
-    limit = ctx.max_http_response_bytes
     try:
-        with (
-            httpx.Client(timeout=remaining, follow_redirects=True) as client,
-            client.stream(method, url, headers=headers, content=payload or None) as resp,
-        ):
+        with httpx.Client(timeout=remaining, follow_redirects=False) as client:
+            data = _fetch(ctx, client, method, url, headers, payload)
+    except httpx.HTTPError as exc:
+        raise HostError(f"HTTP request to {url} failed: {exc.__class__.__name__}") from None
+    return kernel.write(data) if data else 0
+
+
+def _fetch(
+    ctx: PluginContext,
+    client: httpx.Client,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    payload: bytes,
+) -> bytes:
+    """One request, following redirects only to allowed hosts (each hop is checked)."""
+    limit = ctx.max_http_response_bytes
+    for _hop in range(_MAX_REDIRECTS + 1):
+        if not host_allowed(url, ctx.allowed_hosts):
+            raise HostError(f"HTTP request to {url} is not allowed")
+        with client.stream(method, url, headers=headers, content=payload or None) as resp:
+            if resp.is_redirect and resp.next_request is not None:
+                url = str(resp.next_request.url)
+                if resp.status_code in (301, 302, 303):
+                    method, payload = "GET", b""
+                continue
             chunks, size = [], 0
             for chunk in resp.iter_bytes():
                 size += len(chunk)
@@ -137,10 +180,8 @@ def http_request(caller: wasmtime.Caller, req: int, body: int) -> int:
                 chunks.append(chunk)
             ctx.http_status = resp.status_code
             ctx.http_headers = {k.lower(): v for k, v in resp.headers.items()}
-    except httpx.HTTPError as exc:
-        raise HostError(f"HTTP request to {url} failed: {exc.__class__.__name__}") from None
-    data = b"".join(chunks)
-    return kernel.write(data) if data else 0
+            return b"".join(chunks)
+    raise HostError(f"HTTP request to {url}: too many redirects")
 
 
 def http_status_code(caller: wasmtime.Caller) -> int:
@@ -193,29 +234,33 @@ def wasmlet_random_bytes(caller: wasmtime.Caller, n: int) -> int:
     return context_of(caller).kernel.write(os.urandom(n))  # type: ignore[union-attr]
 
 
-def _ty(params: str, results: str) -> wasmtime.FuncType:
-    kinds = {"I": wasmtime.ValType.i64(), "i": wasmtime.ValType.i32()}
-    return wasmtime.FuncType([kinds[c] for c in params], [kinds[c] for c in results])
+def _ty(signature: str) -> wasmtime.FuncType:
+    """ "II:I" -> (i64, i64) -> i64; "I" is i64, "i" is i32."""
+    kinds = {"I": wasmtime.ValType.i64, "i": wasmtime.ValType.i32}
+    params, _, results = signature.partition(":")
+    return wasmtime.FuncType([kinds[c]() for c in params], [kinds[c]() for c in results])
 
 
-# name -> (namespace, type, implementation)
-BUILTINS: dict[str, tuple[str, wasmtime.FuncType, Callable[..., Any]]] = {
-    "config_get": (ENV, _ty("I", "I"), config_get),
-    "var_get": (ENV, _ty("I", "I"), var_get),
-    "var_set": (ENV, _ty("II", ""), var_set),
-    "http_request": (ENV, _ty("II", "I"), http_request),
-    "http_status_code": (ENV, _ty("", "i"), http_status_code),
-    "http_headers": (ENV, _ty("", "I"), http_headers),
-    "get_log_level": (ENV, _ty("", "i"), get_log_level),
-    **{f"log_{lvl}": (ENV, _ty("I", ""), _logger(lvl)) for lvl in LEVELS},
-    "wasmlet_now_ms": (USER, _ty("", "I"), wasmlet_now_ms),
-    "wasmlet_random_bytes": (USER, _ty("I", "I"), wasmlet_random_bytes),
+# name -> (namespace, signature, implementation). Types are built per linker: wasmtime ties
+# a FuncType to the engine it is first used with.
+BUILTINS: dict[str, tuple[str, str, Callable[..., Any]]] = {
+    "config_get": (ENV, "I:I", config_get),
+    "var_get": (ENV, "I:I", var_get),
+    "var_set": (ENV, "II:", var_set),
+    "http_request": (ENV, "II:I", http_request),
+    "http_status_code": (ENV, ":i", http_status_code),
+    "http_headers": (ENV, ":I", http_headers),
+    "get_log_level": (ENV, ":i", get_log_level),
+    **{f"log_{lvl}": (ENV, "I:", _logger(lvl)) for lvl in LEVELS},
+    "wasmlet_now_ms": (USER, ":I", wasmlet_now_ms),
+    "wasmlet_random_bytes": (USER, "I:I", wasmlet_random_bytes),
 }
 
 
 def define_builtins(linker: wasmtime.Linker) -> None:
     """Every built-in, under its namespace and (env ones) under the legacy alias too."""
-    for name, (namespace, ty, impl) in BUILTINS.items():
+    for name, (namespace, signature, impl) in BUILTINS.items():
+        ty = _ty(signature)
         linker.define_func(namespace, name, ty, impl, access_caller=True)
         if namespace == ENV:
-            linker.define_func(LEGACY, f"extism_{name}", ty, impl, access_caller=True)
+            linker.define_func(LEGACY, f"extism_{name}", _ty(signature), impl, access_caller=True)

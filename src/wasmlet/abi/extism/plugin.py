@@ -10,13 +10,14 @@ traps, timeouts and limits end it like any other ABI.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from typing import Any, ClassVar
 
 import wasmtime
 
 from wasmlet.abi.base import WASI_P1, Instantiator, Invocation, Outcome
-from wasmlet.abi.extism.context import PluginContext, VarStore
+from wasmlet.abi.extism.context import CONTEXTS, PluginContext, VarStore
 from wasmlet.abi.extism.host_env import (
     BUILTINS,
     ENV,
@@ -36,6 +37,25 @@ _INITIALISERS = ("__wasm_call_ctors", "_initialize")
 _HIDDEN = {"memory", "_start", "hs_init", *_INITIALISERS}
 _JSON = b"application/json"
 _OCTET = b"application/octet-stream"
+
+
+def _signature(ty: object) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    if not isinstance(ty, wasmtime.FuncType):
+        return None
+    return tuple(str(t) for t in ty.params), tuple(str(t) for t in ty.results)
+
+
+def _expected(imp: Import) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """The signature wasmlet provides for an import, or None when it provides none."""
+    kernel = _kernel_name(imp)
+    if kernel is not None:
+        return KERNEL_EXPORTS[kernel]
+    if not _builtin(imp):
+        return None
+    sig = BUILTINS[imp.name.removeprefix("extism_") if imp.module == LEGACY else imp.name][1]
+    kinds = {"I": "i64", "i": "i32"}
+    params, _, results = sig.partition(":")
+    return tuple(kinds[c] for c in params), tuple(kinds[c] for c in results)
 
 
 def _kernel_name(imp: Import) -> str | None:
@@ -67,14 +87,15 @@ class ExtismAbi:
     allows_reuse: ClassVar[bool] = True
 
     def __init__(self) -> None:
-        self._vars: dict[str, VarStore] = {}
+        self._vars: dict[tuple[str, str], VarStore] = {}
 
     # -- deploy-time checks -------------------------------------------------------------------
 
     def provides(self, imp: Import, spec: FunctionSpec) -> bool:
         if imp.module == WASI_P1:
             return spec.wasi
-        return _kernel_name(imp) is not None or _builtin(imp)
+        expected = _expected(imp)
+        return expected is not None and _signature(imp.type) == expected
 
     def default_export(self, info: ModuleInfo) -> str | None:
         names = [n for n, t in info.func_exports.items() if n not in _HIDDEN and _callable(t)]
@@ -109,7 +130,7 @@ class ExtismAbi:
 
         def instantiate(store: wasmtime.Store) -> wasmtime.Instance:
             kernel = Kernel.instantiate(store)
-            store.data().kernel = kernel
+            CONTEXTS[_address(store)].kernel = kernel
             externs = [
                 kernel.exports[kname] if kname else linker.get(store, mod, name)
                 for kname, mod, name in plan
@@ -118,23 +139,29 @@ class ExtismAbi:
 
         return instantiate
 
-    def store_data(self, pool: Any) -> PluginContext:
-        spec: FunctionSpec = pool.spec
-        name = pool.ref.name
-        return PluginContext(
+    def store_data(self, pool: Any) -> None:
+        return None  # contexts live in CONTEXTS (see context.py for why not store data)
+
+    def forget(self, name: str, function_id: str) -> None:
+        """The function is gone: its vars go with it."""
+        self._vars.pop((name, function_id), None)
+
+    def configure_store(self, slot: Slot, inv: Invocation | None) -> None:
+        spec: FunctionSpec = slot.function.spec
+        name = slot.function.ref.name
+        if spec.wasi:
+            slot.store.set_wasi(wasmtime.WasiConfig())  # no args, env, stdio or files
+        ctx = PluginContext(
             function=name,
             config=dict(spec.config),
-            vars=self._vars.setdefault(name, VarStore()),
+            vars=self._vars.setdefault((name, slot.function.ref.function_id), VarStore()),
             max_var_bytes=spec.max_var_bytes,
             allowed_hosts=list(spec.allowed_hosts),
             max_http_response_bytes=spec.max_http_response_bytes,
             log_level=LEVELS["info"],
         )
-
-    def configure_store(self, slot: Slot, inv: Invocation | None) -> None:
-        if slot.function.spec.wasi:
-            slot.store.set_wasi(wasmtime.WasiConfig())  # no args, env, stdio or files
-        slot.abi_state = slot.store.data()
+        slot.abi_state = ctx  # the slot keeps the context alive; CONTEXTS only points to it
+        CONTEXTS[_address(slot.store)] = ctx
 
     def on_instance(self, slot: Slot) -> None:
         """Run the guest runtime's initialiser once, as EXTISM-ABI.md §4 orders it."""
@@ -166,6 +193,26 @@ class ExtismAbi:
         if fn is None or fn.params or fn.results not in ((), ("i32",)):
             raise NotFound(f"plugin has no callable export {export!r}")
         ctx.begin(spec.timeout_ms, slot.logs)
+        success = False
+        try:
+            outcome = self._run(slot, ctx, kernel, fn, inv, export, spec)
+            success = True
+            return outcome
+        finally:
+            ctx.finish(success)
+            if ctx.vars.used:
+                slot.function.inline_ok = False  # var users may wait on the var lock
+
+    def _run(
+        self,
+        slot: Slot,
+        ctx: PluginContext,
+        kernel: Kernel,
+        fn: Any,
+        inv: Invocation,
+        export: str,
+        spec: FunctionSpec,
+    ) -> Outcome:
         kernel.set_input(inv.body)
         if export == "_start":
             slot.retired = True  # WASI command semantics: never reuse after _start
@@ -194,8 +241,11 @@ class ExtismAbi:
         if results and results[0] != 0:
             raise GuestError(f"Returned non-zero exit code: {results[0]}")
         out = kernel.output()
-        ctx.commit()
         return Outcome(200, [(b"content-type", _content_type(spec, out))], out)
+
+
+def _address(store: wasmtime.Store) -> int:
+    return ctypes.cast(store._context(), ctypes.c_void_p).value or 0
 
 
 def _content_type(spec: FunctionSpec, out: bytes) -> bytes:
