@@ -25,7 +25,10 @@ class CallStats:
         self.inline = self.allowed
 
     def observe(self, duration_us: float) -> None:
-        self.ewma_us += self.ALPHA * (duration_us - self.ewma_us)
+        # Clamped: one call stretched by a preemption or a GC pause must not by itself move a
+        # function off the loop; a function that is really slow gets there in a few calls.
+        sample = min(duration_us, 3 * self.budget_us)
+        self.ewma_us += self.ALPHA * (sample - self.ewma_us)
         if self.inline and self.ewma_us > self.budget_us:
             self.inline = False
         elif not self.inline and self.allowed and self.ewma_us < self.budget_us / 2:

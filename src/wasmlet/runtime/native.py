@@ -48,5 +48,15 @@ def get_fuel(ctx: object, out: ctypes.c_uint64) -> int:
     return out.value
 
 
+_memory_data = _bind(
+    "wasmtime_memory_data", [_Ctx, ctypes.POINTER(_b.wasmtime_memory_t)], ctypes.c_void_p
+)
+
+
+def memory_base(ctx: object, memory: wasmtime.Memory) -> int:
+    """Address of the memory's first byte now (it may move when the memory grows)."""
+    return _memory_data(ctx, ctypes.byref(memory._memory)) or 0
+
+
 def memory_size(ctx: object, memory: wasmtime.Memory) -> int:
     return _memory_data_size(ctx, ctypes.byref(memory._memory))

@@ -17,6 +17,7 @@ from pathlib import Path
 import wasmtime
 
 from wasmlet.errors import MemoryLimit
+from wasmlet.runtime import native
 from wasmlet.runtime.fastcall import FastFunc, fast_func
 
 KERNEL_WAT = Path(__file__).with_name("kernel.wat")
@@ -74,6 +75,9 @@ class Kernel:
 
     __slots__ = (
         "_alloc",
+        "_begin",
+        "_ctx",
+        "_end",
         "_error_get",
         "_free",
         "_input_set",
@@ -89,6 +93,7 @@ class Kernel:
 
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
         self.store = store
+        self._ctx = store._context()
         self.instance = instance
         found = instance.exports(store)
         memory = found["memory"]
@@ -106,6 +111,8 @@ class Kernel:
         self._output_length = self._fast("output_length")
         self._error_get = self._fast("error_get")
         self._reset = self._fast("reset")
+        self._begin = fast_func(store, found["wasmlet_begin"])  # type: ignore[arg-type]
+        self._end = fast_func(store, found["wasmlet_end"])  # type: ignore[arg-type]
         self._free = self._fast("free")
 
     @classmethod
@@ -132,6 +139,27 @@ class Kernel:
         if data and not handle:
             raise MemoryLimit(f"plugin input of {len(data)} bytes does not fit in kernel memory")
         self._input_set(handle, len(data))
+
+    def begin(self, data: bytes) -> None:
+        """`set_input` in one wasm call (reset + alloc + input_set), then one copy."""
+        size = len(data)
+        handle = _u64(self._begin(size)[0])
+        if not size:
+            return
+        if not handle:
+            raise MemoryLimit(f"plugin input of {size} bytes does not fit in kernel memory")
+        base, length = self._span()
+        if handle + size > length:  # cannot happen with a sound kernel; never corrupt
+            raise RuntimeError("extism kernel returned a block outside its memory")
+        ctypes.memmove(base + handle, data, size)
+
+    def finish(self) -> tuple[bytes, str | None]:
+        """(output bytes, error message or None) in one wasm call and at most two copies."""
+        out_off, out_len, err, err_len = self._end()
+        output = self._copy_out(_u64(out_off), _u64(out_len))
+        if not err or not err_len:
+            return output, None
+        return output, self._copy_out(_u64(err), _u64(err_len)).decode("utf-8", "replace")
 
     def output(self) -> bytes:
         """The bytes of the last `output_set` (b"" when none)."""
@@ -177,8 +205,9 @@ class Kernel:
 
     def _span(self) -> tuple[int, int]:
         """(address, size) of the kernel memory now: re-read after anything that may grow it."""
-        ptr = self.memory.data_ptr(self.store)
-        return ctypes.cast(ptr, ctypes.c_void_p).value or 0, self.memory.data_len(self.store)
+        return native.memory_base(self._ctx, self.memory), native.memory_size(
+            self._ctx, self.memory
+        )
 
     def _copy_out(self, offset: int, size: int) -> bytes:
         if not size:

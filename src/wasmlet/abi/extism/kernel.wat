@@ -174,7 +174,7 @@
       (then (i64.load offset=16 (call $hdr (local.get $h))))
       (else (i64.const 0))))
 
-  (func (export "reset")
+  (func $reset (export "reset")
     (global.set $gen (i32.add (global.get $gen) (i32.const 1)))
     (global.set $bump (global.get $BASE))
     (global.set $free_bytes (i64.const 0))
@@ -209,7 +209,7 @@
 
   ;; ---- input: [in_off, in_off + in_len), always inside the memory ------------------------
 
-  (func (export "input_set") (param $h i64) (param $len i64)
+  (func $input_set (export "input_set") (param $h i64) (param $len i64)
     (if (call $in_memory (local.get $h) (local.get $len))
       (then
         (global.set $in_off
@@ -247,4 +247,24 @@
   ;; Any value is kept; the host validates it with `length` when it reads the message.
   (func (export "error_set") (param $h i64) (global.set $err (local.get $h)))
   (func (export "error_get") (result i64) (global.get $err))
+;; ---- host-only entry points: one wasm call each at the start and end of a plugin call --
+  ;; (not part of the plugin ABI; the plugin never imports them)
+
+  ;; reset + alloc(n) + input_set: returns the input block to copy n bytes into (0 if n = 0
+  ;; or the memory cannot hold it).
+  (func (export "wasmlet_begin") (param $n i64) (result i64)
+    (local $h i64)
+    (call $reset)
+    (if (i64.eqz (local.get $n)) (then (return (i64.const 0))))
+    (local.set $h (call $alloc (local.get $n)))
+    (if (i64.ne (local.get $h) (i64.const 0))
+      (then (call $input_set (local.get $h) (local.get $n))))
+    (local.get $h))
+
+  ;; output offset, output length, error handle and the error's length.
+  (func (export "wasmlet_end") (result i64 i64 i64 i64)
+    (global.get $out_off)
+    (global.get $out_len)
+    (global.get $err)
+    (call $length (global.get $err)))
 )

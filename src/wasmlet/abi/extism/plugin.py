@@ -213,7 +213,7 @@ class ExtismAbi:
         export: str,
         spec: FunctionSpec,
     ) -> Outcome:
-        kernel.set_input(inv.body)
+        kernel.begin(inv.body)
         if export == "_start":
             slot.retired = True  # WASI command semantics: never reuse after _start
         try:
@@ -235,12 +235,11 @@ class ExtismAbi:
                     slot.retired = True
                     raise GuestError(message) from None
             raise
-        message = kernel.error()
+        out, message = kernel.finish()
         if message:
             raise GuestError(message)
         if results and results[0] != 0:
             raise GuestError(f"Returned non-zero exit code: {results[0]}")
-        out = kernel.output()
         return Outcome(200, [(b"content-type", _content_type(spec, out))], out)
 
 
