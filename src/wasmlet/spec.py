@@ -39,6 +39,23 @@ class SpecUpdate(BaseModel):
     max_var_bytes: int | None = Field(None, ge=0)
     max_http_response_bytes: int | None = Field(None, ge=0)
     content_type: str | None = Field(None, max_length=200)
+    error_status: int | None = Field(None, ge=400, le=599)
+    allowed_paths: dict[str, str] | None = None
+
+    @field_validator("allowed_paths")
+    @classmethod
+    def _paths(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for host, guest in (v or {}).items():
+            sub = host.removeprefix("ro:")
+            parts = sub.replace("\\", "/").split("/")
+            if not sub or sub.startswith("/") or any(p in ("..", "") for p in parts):
+                raise ValueError(
+                    f"allowed path {host!r} must be a relative folder inside the function's "
+                    "data folder (no '..', no absolute paths)"
+                )
+            if not guest.startswith("/"):
+                raise ValueError(f"guest path {guest!r} must be absolute")
+        return v
 
     @field_validator("export")
     @classmethod
@@ -85,6 +102,11 @@ class FunctionSpec(BaseModel):
     max_var_bytes: int = 1024 * 1024
     max_http_response_bytes: int = 50 * 1024 * 1024
     content_type: str | None = None
+    # Status for a failure the guest reports itself (`guest_error`), e.g. 400 or 422.
+    error_status: int = 500
+    # WASI preopens (extism with wasi): folder under the function's own data folder ->
+    # guest path; a `ro:` prefix makes it read-only.
+    allowed_paths: dict[str, str] = {}
 
     @property
     def memory_bytes(self) -> int:

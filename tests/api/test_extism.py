@@ -517,3 +517,57 @@ def test_endless_plugin_times_out_while_others_answer(api_server) -> None:
         assert 0.4 < took < 5, took
     assert len(answered) >= 5
     assert max(answered) < 0.4, answered
+
+
+# -- declared error status and WASI preopens --------------------------------------------------
+
+
+def test_declared_error_status_for_plugin_errors(client: httpx.Client) -> None:
+    name = plugin(client, "errors-400", ERRORS, export="void", error_status=422)
+    assert assert_error(invoke(client, name, export="error_return"), 422, "guest_error")
+    assert assert_error(invoke(client, name, export="nonzero"), 422, "guest_error")
+    # a trap is not something the plugin reported: still a 500
+    assert_error(invoke(client, name, export="trap"), 500, "guest_trap")
+
+
+FILES = FIXTURES / "extism_files.wasm"
+
+
+def test_allowed_path_is_a_folder_of_the_function(client: httpx.Client, api_server) -> None:
+    name = unique("files")
+    r = deploy(
+        client, name, FILES, abi="extism", export="note", wasi="true", allowed_path="store:/data"
+    )
+    assert r.status_code == 201, r.text
+    resp = invoke(client, name, b"kept on disk")
+    assert resp.status_code == 200, resp.text
+    assert resp.content == b"kept on disk"
+    on_host = api_server.data_dir / "files" / name / "store" / "note.txt"
+    assert on_host.read_bytes() == b"kept on disk"
+
+
+def test_read_only_allowed_path_refuses_writes(client: httpx.Client) -> None:
+    name = unique("files-ro")
+    r = deploy(
+        client, name, FILES, abi="extism", export="note", wasi="true", allowed_path="ro:ro:/data"
+    )
+    assert r.status_code == 201, r.text
+    message = assert_error(invoke(client, name, b"x"), 500, "guest_error")
+    assert "cannot open /data/note.txt for writing" in message
+
+
+@pytest.mark.parametrize("entry", ["../escape:/data", "/etc:/data", "a/../../b:/data"])
+def test_allowed_path_cannot_leave_the_function_folder(client: httpx.Client, entry: str) -> None:
+    r = deploy(
+        client, unique("files-bad"), FILES, abi="extism", export="note", wasi="true",
+        allowed_path=entry,
+    )  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_request"
+
+
+def test_no_preopen_without_a_grant(client: httpx.Client) -> None:
+    name = unique("files-none")
+    assert deploy(client, name, FILES, abi="extism", export="note", wasi="true").status_code == 201
+    message = assert_error(invoke(client, name, b"x"), 500, "guest_error")
+    assert "cannot open" in message

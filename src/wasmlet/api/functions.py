@@ -57,6 +57,20 @@ def pairs(values: list[str] | None, what: str) -> dict[str, str] | None:
     return out
 
 
+def paths(values: list[str] | None) -> dict[str, str] | None:
+    """Turn repeated `SUBDIR:GUEST` fields (SUBDIR may start with `ro:`) into a dict."""
+    if not values:
+        return None
+    out = {}
+    for item in values:
+        read_only = item.startswith("ro:")
+        host, colon, guest = item.removeprefix("ro:").partition(":")
+        if not colon or not host or not guest:
+            raise InvalidRequest(f"allowed_path entries look like SUBDIR:/guest, got {item!r}")
+        out[("ro:" if read_only else "") + host] = guest
+    return out
+
+
 @router.post(
     "",
     response_model=FunctionView,
@@ -84,6 +98,10 @@ def deploy(
     max_var_bytes: Annotated[int | None, Form(description="extism: var store cap")] = None,
     max_http_response_bytes: Annotated[int | None, Form()] = None,
     content_type: Annotated[str | None, Form(description="content type of the output")] = None,
+    error_status: Annotated[int | None, Form(description="status of guest errors")] = None,
+    allowed_path: Annotated[
+        list[str] | None, Form(description="SUBDIR:GUEST_PATH (ro:SUBDIR read-only), repeatable")
+    ] = None,
 ) -> FunctionView:
     check_name(name)
     fields: dict[str, Any] = {}
@@ -109,6 +127,8 @@ def deploy(
         "max_var_bytes": max_var_bytes,
         "max_http_response_bytes": max_http_response_bytes,
         "content_type": content_type,
+        "error_status": error_status,
+        "allowed_paths": paths(allowed_path),
     }.items():
         if value is not None:
             fields[key] = value

@@ -162,6 +162,13 @@ def deploy(
         int | None, typer.Option(help="extism: HTTP response cap")
     ] = None,
     content_type: Annotated[str | None, typer.Option(help="Content type of the output")] = None,
+    error_status: Annotated[
+        int | None, typer.Option(help="HTTP status for errors the guest reports (4xx/5xx)")
+    ] = None,
+    allowed_path: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-path", help="extism+wasi: SUBDIR:/guest preopen, repeatable"),
+    ] = None,
     manifest: Annotated[
         Path | None, typer.Option(help="Extism manifest (JSON): module and options")
     ] = None,
@@ -190,13 +197,19 @@ def deploy(
         ("max_var_bytes", max_var_bytes),
         ("max_http_response_bytes", max_http_response_bytes),
         ("content_type", content_type),
+        ("error_status", error_status),
     ):
         if value is not None:
             fields.append((key, str(value)))
     for key, flag in (("reuse", reuse), ("wasi", wasi)):
         if flag is not None:
             fields.append((key, "true" if flag else "false"))
-    for key, values in (("config", config), ("env", env), ("allowed_host", allowed_host)):
+    for key, values in (
+        ("config", config),
+        ("env", env),
+        ("allowed_host", allowed_host),
+        ("allowed_path", allowed_path),
+    ):
         fields.extend((key, v) for v in values or ())
 
     stderr = Console(stderr=True)

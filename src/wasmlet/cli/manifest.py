@@ -40,8 +40,6 @@ def load_manifest(path: Path) -> tuple[bytes, dict[str, Any]]:
         raise ManifestError("manifest.wasm must list at least one module")
     if len(sources) > 1:
         raise ManifestError("multi-module manifests are not supported yet; link one module")
-    if manifest.get("allowed_paths"):
-        raise ManifestError("allowed_paths (WASI preopens) is not supported yet")
     module = _source_bytes(sources[0], path.parent)
 
     spec: dict[str, Any] = {"abi": "extism"}
@@ -57,6 +55,10 @@ def load_manifest(path: Path) -> tuple[bytes, dict[str, Any]]:
         spec["config"] = {str(k): str(v) for k, v in manifest["config"].items()}
     if manifest.get("allowed_hosts"):
         spec["allowed_hosts"] = [str(h) for h in manifest["allowed_hosts"]]
+    if manifest.get("allowed_paths"):
+        # Host folders are relative to the function's own data folder on the server.
+        spec["allowed_paths"] = {str(k): str(v) for k, v in manifest["allowed_paths"].items()}
+        spec["wasi"] = True
     if manifest.get("timeout_ms") is not None:
         spec["timeout_ms"] = int(manifest["timeout_ms"])
     return module, spec

@@ -178,6 +178,7 @@ class Invoker:
             fuel_metering=self.settings.fuel_metering,
             log_limit=self.settings.max_log_bytes,
             output_limit=self.settings.max_output_bytes,
+            files_dir=self.settings.data_dir / "files" / ref.name,
         )
         replayable = abi.replayable(ref.spec)
         return Entry(

@@ -14,6 +14,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import wasmtime
@@ -72,6 +73,7 @@ class InstancePool:
         fuel_metering: bool,
         log_limit: int,
         output_limit: int,
+        files_dir: Path | None = None,
     ) -> None:
         self.ref = ref
         self.spec = ref.spec
@@ -81,6 +83,8 @@ class InstancePool:
         self.fuel_metering = fuel_metering
         self.log_limit = log_limit
         self.output_limit = output_limit
+        # The function's own folder for granted WASI preopens (<data_dir>/files/<name>).
+        self.files_dir = files_dir
         self.instantiate = abi.instantiator(engine, module, ref.spec)
         self.reuse = ref.spec.reuse
         self.capacity = ref.spec.pool_size

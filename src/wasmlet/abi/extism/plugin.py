@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 import wasmtime
@@ -150,7 +151,7 @@ class ExtismAbi:
         spec: FunctionSpec = slot.function.spec
         name = slot.function.ref.name
         if spec.wasi:
-            slot.store.set_wasi(wasmtime.WasiConfig())  # no args, env, stdio or files
+            slot.store.set_wasi(wasi_config(slot.function.files_dir, spec.allowed_paths))
         ctx = PluginContext(
             function=name,
             config=dict(spec.config),
@@ -224,23 +225,37 @@ class ExtismAbi:
         except wasmtime.ExitTrap as exc:
             slot.retired = True
             if exc.code != 0:
-                raise GuestError(
-                    kernel.error() or f"plugin exited with status {exc.code}"
-                ) from None
+                message = kernel.error() or f"plugin exited with status {exc.code}"
+                raise GuestError(message, status=spec.error_status) from None
             results = []
         except wasmtime.Trap as exc:
             if exc.trap_code not in (wasmtime.TrapCode.INTERRUPT, wasmtime.TrapCode.OUT_OF_FUEL):
                 message = kernel.error()
                 if message:
                     slot.retired = True
-                    raise GuestError(message) from None
+                    raise GuestError(message, status=spec.error_status) from None
             raise
         out, message = kernel.finish()
         if message:
-            raise GuestError(message)
+            raise GuestError(message, status=spec.error_status)
         if results and results[0] != 0:
-            raise GuestError(f"Returned non-zero exit code: {results[0]}")
+            raise GuestError(f"Returned non-zero exit code: {results[0]}", status=spec.error_status)
         return Outcome(200, [(b"content-type", _content_type(spec, out))], out)
+
+
+def wasi_config(files_dir: Path | None, allowed_paths: dict[str, str]) -> wasmtime.WasiConfig:
+    """WASI with no args, env or stdio; preopens only below the function's own folder."""
+    config = wasmtime.WasiConfig()
+    if allowed_paths and files_dir is None:
+        raise GuestError("this function's allowed_paths need a data folder")
+    for host, guest in allowed_paths.items():
+        read_only = host.startswith("ro:")
+        folder = (files_dir / host.removeprefix("ro:")).resolve()  # type: ignore[operator]
+        if not folder.is_relative_to(files_dir.resolve()):  # type: ignore[union-attr]
+            raise GuestError(f"allowed path {host!r} leaves the function's data folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        config.preopen_dir(str(folder), guest, fs_mutable=not read_only)
+    return config
 
 
 def _address(store: wasmtime.Store) -> int:
