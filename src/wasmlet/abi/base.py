@@ -94,3 +94,25 @@ def wasi_instantiator(engine: wasmtime.Engine, module: wasmtime.Module) -> Insta
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
     return linker.instantiate_pre(module).instantiate
+
+
+class WasiOnlyAbi:
+    """Defaults for conventions whose guests import nothing but (sandboxed) WASI and keep no
+    state outside their instance."""
+
+    def instantiator(
+        self, engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
+    ) -> Instantiator:
+        return wasi_instantiator(engine, module)
+
+    def provides(self, imp: Import, spec: FunctionSpec) -> bool:
+        return imp.module == WASI_P1
+
+    def store_data(self, pool: Any) -> Any:
+        return None
+
+    def forget(self, name: str, function_id: str) -> None:
+        return None
+
+    def replayable(self, spec: FunctionSpec) -> bool:
+        return True  # nothing outside the instance: no host capabilities

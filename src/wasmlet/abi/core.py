@@ -14,10 +14,10 @@ from urllib.parse import parse_qsl
 
 import wasmtime
 
-from wasmlet.abi.base import WASI_P1, Instantiator, Invocation, Outcome, wasi_instantiator
+from wasmlet.abi.base import Invocation, Outcome, WasiOnlyAbi
 from wasmlet.errors import InvalidRequest, NotFound
 from wasmlet.runtime.fastcall import KINDS
-from wasmlet.runtime.module_info import Import, ModuleInfo, signature
+from wasmlet.runtime.module_info import ModuleInfo, signature
 from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
 
@@ -26,27 +26,10 @@ _JSON = [(b"content-type", b"application/json")]
 _HIDDEN_EXPORTS = {"_initialize", "_start", "memory"}
 
 
-class CoreAbi:
+class CoreAbi(WasiOnlyAbi):
     name: ClassVar[str] = "core"
     default_reuse: ClassVar[bool] = True
     allows_reuse: ClassVar[bool] = True
-
-    def instantiator(
-        self, engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
-    ) -> Instantiator:
-        return wasi_instantiator(engine, module)
-
-    def store_data(self, pool: Any) -> Any:
-        return None
-
-    def forget(self, name: str, function_id: str) -> None:
-        return None
-
-    def replayable(self, spec: FunctionSpec) -> bool:
-        return True  # nothing outside the instance: no host capabilities
-
-    def provides(self, imp: Import, spec: FunctionSpec) -> bool:
-        return imp.module == WASI_P1
 
     def default_export(self, info: ModuleInfo) -> str | None:
         funcs = [n for n in info.func_exports if n not in _HIDDEN_EXPORTS]

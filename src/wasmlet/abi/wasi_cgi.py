@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import wasmtime
 
-from wasmlet.abi.base import WASI_P1, Instantiator, Invocation, Outcome, wasi_instantiator
+from wasmlet.abi.base import Invocation, Outcome, WasiOnlyAbi
 from wasmlet.errors import GuestError, InvalidRequest
 from wasmlet.runtime.capture import BoundedBuffer
-from wasmlet.runtime.module_info import Import, ModuleInfo
+from wasmlet.runtime.module_info import ModuleInfo
 from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
 
@@ -27,27 +27,10 @@ _TOKEN = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 _SKIPPED_HEADERS = {"content-type", "content-length", "authorization", "proxy-authorization"}
 
 
-class WasiCgiAbi:
+class WasiCgiAbi(WasiOnlyAbi):
     name: ClassVar[str] = "wasi-cgi"
     default_reuse: ClassVar[bool] = False
     allows_reuse: ClassVar[bool] = False  # a command's _start runs once per instance
-
-    def instantiator(
-        self, engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
-    ) -> Instantiator:
-        return wasi_instantiator(engine, module)
-
-    def store_data(self, pool: Any) -> Any:
-        return None
-
-    def forget(self, name: str, function_id: str) -> None:
-        return None
-
-    def replayable(self, spec: FunctionSpec) -> bool:
-        return True  # nothing outside the instance: no host capabilities
-
-    def provides(self, imp: Import, spec: FunctionSpec) -> bool:
-        return imp.module == WASI_P1
 
     def default_export(self, info: ModuleInfo) -> str | None:
         return "_start"
