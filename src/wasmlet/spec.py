@@ -107,6 +107,8 @@ class FunctionSpec(BaseModel):
     # WASI preopens (extism with wasi): folder under the function's own data folder ->
     # guest path; a `ro:` prefix makes it read-only.
     allowed_paths: dict[str, str] = {}
+    # Extra modules linked by name (extism multi-module manifests): name -> module digest.
+    modules: dict[str, str] = {}
 
     @property
     def memory_bytes(self) -> int:

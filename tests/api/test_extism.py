@@ -571,3 +571,39 @@ def test_no_preopen_without_a_grant(client: httpx.Client) -> None:
     assert deploy(client, name, FILES, abi="extism", export="note", wasi="true").status_code == 201
     message = assert_error(invoke(client, name, b"x"), 500, "guest_error")
     assert "cannot open" in message
+
+
+# -- multi-module functions ------------------------------------------------------------------
+
+MATH_WAT = FIXTURES / "extism_math.wat"
+LINKED_MAIN = FIXTURES / "extism_linked_main.wat"
+
+
+def deploy_linked(client: httpx.Client, name: str, extras: dict[str, bytes]) -> httpx.Response:
+    files = [("file", ("main.wat", LINKED_MAIN.read_bytes(), "application/octet-stream"))]
+    files += [("module", (f"{n}.wat", b, "application/octet-stream")) for n, b in extras.items()]
+    data = {"name": name, "abi": "extism", "export": "run", "module_name": list(extras)}
+    return client.post("/api/v1/functions", data=data, files=files)
+
+
+def test_linked_module_is_called_by_the_main_module(client: httpx.Client, api_server) -> None:
+    name = unique("linked")
+    r = deploy_linked(client, name, {"math": MATH_WAT.read_bytes()})
+    assert r.status_code == 201, r.text
+    assert set(r.json()["active_version"]["spec"]["modules"]) == {"math"}
+    resp = invoke(client, name, b"abcd")
+    assert resp.status_code == 200, resp.text
+    assert int.from_bytes(resp.content, "little") == 5  # add_one(input_length)
+    blobs = api_server.data_dir / "blobs" / "sha256"
+    before = {p.name for p in blobs.rglob("*") if p.is_file()}
+    assert client.delete(f"/api/v1/functions/{name}").status_code == 200
+    after = {p.name for p in blobs.rglob("*") if p.is_file()}
+    assert len(before - after) == 2  # main and linked module both collected
+
+
+def test_linked_module_missing_or_mistyped_is_refused(client: httpx.Client) -> None:
+    r = deploy_linked(client, unique("linked-none"), {})
+    assert r.status_code == 422 and "math.add_one" in r.json()["error"]["message"]
+    wrong = b'(module (func (export "add_one") (param i32) (result i32) (local.get 0)))'
+    r = deploy_linked(client, unique("linked-wrong"), {"math": wrong})
+    assert r.status_code == 422 and "math.add_one" in r.json()["error"]["message"]

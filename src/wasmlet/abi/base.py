@@ -58,9 +58,15 @@ class Abi(Protocol):
     allows_reuse: ClassVar[bool]
 
     def instantiator(
-        self, engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
+        self,
+        engine: wasmtime.Engine,
+        module: wasmtime.Module,
+        spec: FunctionSpec,
+        extras: dict[str, wasmtime.Module],
     ) -> Instantiator:
-        """Resolve the module's imports once; the result instantiates it in a given store."""
+        """Resolve the module's imports once; the result instantiates it in a given store.
+
+        `extras` are the function's further modules (spec.modules), compiled, by name."""
 
     def provides(self, imp: Import, spec: FunctionSpec) -> bool:
         """Whether this convention satisfies an import for a function with this spec."""
@@ -101,7 +107,11 @@ class WasiOnlyAbi:
     state outside their instance."""
 
     def instantiator(
-        self, engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
+        self,
+        engine: wasmtime.Engine,
+        module: wasmtime.Module,
+        spec: FunctionSpec,
+        extras: dict[str, wasmtime.Module],
     ) -> Instantiator:
         return wasi_instantiator(engine, module)
 

@@ -102,6 +102,13 @@ def deploy(
     allowed_path: Annotated[
         list[str] | None, Form(description="SUBDIR:GUEST_PATH (ro:SUBDIR read-only), repeatable")
     ] = None,
+    module: Annotated[
+        list[UploadFile] | None,
+        File(description="extism: further modules linked by name, repeatable"),
+    ] = None,
+    module_name: Annotated[
+        list[str] | None, Form(description="the name of each `module` part, in order")
+    ] = None,
 ) -> FunctionView:
     check_name(name)
     fields: dict[str, Any] = {}
@@ -137,7 +144,17 @@ def deploy(
     data = file.file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"module exceeds the {limit}-byte limit")
-    view, created = state.deployer.deploy(name, data, update)
+    extras: dict[str, bytes] = {}
+    if module or module_name:
+        if len(module or []) != len(module_name or []):
+            raise InvalidRequest("give one module_name per module part")
+        for part, part_name in zip(module or [], module_name or [], strict=True):
+            if part_name in extras:
+                raise InvalidRequest(f"module name {part_name!r} given twice")
+            extras[part_name] = part.file.read(limit + 1)
+            if len(extras[part_name]) > limit:
+                raise PayloadTooLarge(f"module {part_name!r} exceeds the {limit}-byte limit")
+    view, created = state.deployer.deploy(name, data, update, extras)
     response.status_code = 201 if created else 200
     return view
 

@@ -100,19 +100,22 @@ class Client:
         module: bytes,
         fields: Sequence[tuple[str, str]] = (),
         progress: Progress | None = None,
+        extras: dict[str, bytes] | None = None,
     ) -> Deployed:
-        """Upload a module; `fields` are extra form fields, repeated keys allowed."""
+        """Upload a module; `fields` are extra form fields, repeated keys allowed; `extras`
+        are further modules linked by name (extism)."""
         data: dict[str, str | list[str]] = {"name": name}
         for key, value in fields:
             current = data.setdefault(key, [])
             if isinstance(current, list):
                 current.append(value)
-        request = self._http.build_request(
-            "POST",
-            _API,
-            data=data,
-            files={"file": (filename, module, "application/octet-stream")},
-        )
+        files = [("file", (filename, module, "application/octet-stream"))]
+        for extra_name, extra in (extras or {}).items():
+            files.append(("module", (f"{extra_name}.wasm", extra, "application/octet-stream")))
+            current = data.setdefault("module_name", [])
+            if isinstance(current, list):
+                current.append(extra_name)
+        request = self._http.build_request("POST", _API, data=data, files=files)
         # Re-stream the encoded multipart body in small chunks so the caller can show
         # upload progress; the explicit Content-Length keeps the request un-chunked.
         body = b"".join(request.stream)  # type: ignore[arg-type]

@@ -178,7 +178,7 @@ def deploy(
     fields: list[tuple[str, str]] = []
     if manifest is not None:
         try:
-            module, spec = load_manifest(manifest)
+            module, spec, extras = load_manifest(manifest)
         except ManifestError as exc:
             _fail(str(exc), code=2)
         fields.append(("spec", json.dumps(spec)))
@@ -187,6 +187,7 @@ def deploy(
         _fail("give a module FILE or --manifest", code=2)
     else:
         module = _read_file(file)
+        extras = {}
     for key, value in (
         ("abi", abi),
         ("export", export),
@@ -230,6 +231,7 @@ def deploy(
             module,
             fields,
             progress=lambda sent, total: progress.update(task, completed=sent, total=total),
+            extras=extras,
         )
 
     fn = result.function

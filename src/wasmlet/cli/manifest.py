@@ -24,8 +24,8 @@ class ManifestError(Exception):
     pass
 
 
-def load_manifest(path: Path) -> tuple[bytes, dict[str, Any]]:
-    """(main module bytes, spec fields) from an Extism manifest file."""
+def load_manifest(path: Path) -> tuple[bytes, dict[str, Any], dict[str, bytes]]:
+    """(main module bytes, spec fields, further modules by name) from an Extism manifest."""
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -38,9 +38,13 @@ def load_manifest(path: Path) -> tuple[bytes, dict[str, Any]]:
     sources = manifest.get("wasm") or []
     if not isinstance(sources, list) or not sources:
         raise ManifestError("manifest.wasm must list at least one module")
-    if len(sources) > 1:
-        raise ManifestError("multi-module manifests are not supported yet; link one module")
-    module = _source_bytes(sources[0], path.parent)
+    main, names = _main_and_names(sources)
+    module = _source_bytes(sources[main], path.parent)
+    extras = {
+        names[i]: _source_bytes(source, path.parent)
+        for i, source in enumerate(sources)
+        if i != main
+    }
 
     spec: dict[str, Any] = {"abi": "extism"}
     memory = manifest.get("memory") or {}
@@ -61,7 +65,27 @@ def load_manifest(path: Path) -> tuple[bytes, dict[str, Any]]:
         spec["wasi"] = True
     if manifest.get("timeout_ms") is not None:
         spec["timeout_ms"] = int(manifest["timeout_ms"])
-    return module, spec
+    return module, spec, extras
+
+
+def _main_and_names(sources: list[Any]) -> tuple[int, list[str]]:
+    """Extism's naming rules: one module is `main`; among several, the one named `main`,
+    else the unnamed one, else the last. The others are linked under their names."""
+    names = [str(s.get("name") or "") if isinstance(s, dict) else "" for s in sources]
+    if len(sources) == 1:
+        return 0, ["main"]
+    if "main" in names:
+        main = names.index("main")
+    elif names.count("") == 1:
+        main = names.index("")
+    elif names.count("") > 1:
+        raise ManifestError("only one module of a manifest may be unnamed (it is main)")
+    else:
+        main = len(names) - 1
+    given = [n for n in names if n]
+    if len(set(given)) != len(given):
+        raise ManifestError("module names in a manifest must be unique")
+    return main, names
 
 
 def _source_bytes(source: Any, base: Path) -> bytes:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import wasmtime
 
 from wasmlet.abi import get_abi
+from wasmlet.abi.extism.plugin import link_order
 from wasmlet.config import Settings
 from wasmlet.errors import InvalidRequest, PayloadTooLarge
 from wasmlet.names import check_name
@@ -22,7 +23,7 @@ from wasmlet.registry.locks import registry_lock
 from wasmlet.registry.repository import Repository
 from wasmlet.registry.views import FunctionView
 from wasmlet.runtime.compile_cache import CompileCache
-from wasmlet.runtime.module_info import ModuleInfo, describe, module_meta
+from wasmlet.runtime.module_info import Import, ModuleInfo, describe, module_meta
 from wasmlet.spec import FunctionSpec, SpecUpdate, check_limits, merge
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,11 @@ class Deployer:
         return Candidate(wasm, module, describe(module, wasm))
 
     def resolve(
-        self, candidate: Candidate, update: SpecUpdate, base: FunctionSpec | None = None
+        self,
+        candidate: Candidate,
+        update: SpecUpdate,
+        base: FunctionSpec | None = None,
+        extras: dict[str, Candidate] | None = None,
     ) -> FunctionSpec:
         check_limits(update, self.settings)
         info = candidate.info
@@ -112,8 +117,19 @@ class Deployer:
             }
         values.update(abi=abi_name, export=export, reuse=reuse)
         values.update(update.model_dump(exclude_none=True, exclude={"abi", "export", "reuse"}))
+        extras = extras or {}
+        if extras:
+            if abi_name != "extism":
+                raise InvalidRequest("only extism functions link extra modules")
+            values["modules"] = {n: digest_of(c.wasm) for n, c in sorted(extras.items())}
+            link_order({n: c.module for n, c in extras.items()})  # refuses import cycles
         spec = FunctionSpec.model_validate(values)
-        missing = [f"{i.module}.{i.name}" for i in info.imports if not abi.provides(i, spec)]
+        missing = [
+            f"{i.module}.{i.name}"
+            for module_info in [info, *(c.info for c in extras.values())]
+            for i in module_info.imports
+            if not _linked(i, extras) and not abi.provides(i, spec)
+        ]
         if missing:
             raise InvalidRequest(
                 f"module imports {', '.join(missing)}, which the {abi_name} abi and the "
@@ -124,19 +140,28 @@ class Deployer:
 
     # -- operations ------------------------------------------------------------------------
 
-    def deploy(self, name: str, data: bytes, update: SpecUpdate) -> tuple[FunctionView, bool]:
+    def deploy(
+        self,
+        name: str,
+        data: bytes,
+        update: SpecUpdate,
+        extras: dict[str, bytes] | None = None,
+    ) -> tuple[FunctionView, bool]:
+        """Deploy `data` as NAME; `extras` are further modules linked by name (extism)."""
         check_name(name)
         candidate = self.parse(data)
-        spec = self.resolve(candidate, update)
-        return self._store(name, candidate, spec)
+        linked = {check_module_name(n): self.parse(b) for n, b in (extras or {}).items()}
+        spec = self.resolve(candidate, update, extras=linked)
+        return self._store(name, candidate, spec, linked)
 
     def patch(self, name: str, update: SpecUpdate) -> FunctionView:
         check_name(name)
         active = self.repo.active_version(name)
         base = FunctionSpec.model_validate(active.spec)
         candidate = self.parse(self.blobs.get(active.module_digest))
-        spec = self.resolve(candidate, update, base)
-        view, _ = self._store(name, candidate, spec)
+        linked = {n: self.parse(self.blobs.get(d)) for n, d in base.modules.items()}
+        spec = self.resolve(candidate, update, base, extras=linked)
+        view, _ = self._store(name, candidate, spec, linked)
         return view
 
     def rollback(self, name: str, digest: str) -> FunctionView:
@@ -150,7 +175,10 @@ class Deployer:
         """Stop serving a function now, then drop the module bytes nothing else uses."""
         check_name(name)
         with registry_lock(self.settings.data_dir):
-            modules = {v.module_digest for v in self.repo.versions(name)}
+            modules = set()
+            for v in self.repo.versions(name):
+                modules.add(v.module_digest)
+                modules.update(v.spec.get("modules", {}).values())
             self.repo.delete_function(name)
         self.changes.bump()
         return self.collect_garbage(modules)
@@ -172,9 +200,15 @@ class Deployer:
         return removed
 
     def _store(
-        self, name: str, candidate: Candidate, spec: FunctionSpec
+        self,
+        name: str,
+        candidate: Candidate,
+        spec: FunctionSpec,
+        extras: dict[str, Candidate] | None = None,
     ) -> tuple[FunctionView, bool]:
         with registry_lock(self.settings.data_dir):
+            for extra in (extras or {}).values():
+                self.cache.store(self.blobs.put(extra.wasm), extra.module)
             module_digest = self.blobs.put(candidate.wasm)
             assert module_digest == digest_of(candidate.wasm)
             self.cache.store(module_digest, candidate.module)
@@ -189,6 +223,32 @@ class Deployer:
         self.changes.bump()
         log.info("deployed %s %s (%s)", name, view.active_version.digest[:19], spec.abi)
         return view, created
+
+
+_RESERVED_MODULES = {"main", "env", "extism:host/env", "extism:host/user", "wasi_snapshot_preview1"}
+
+
+def check_module_name(name: str) -> str:
+    if not name or len(name) > 128 or name in _RESERVED_MODULES or "\0" in name:
+        raise InvalidRequest(f"invalid module name {name!r} for a linked module")
+    return name
+
+
+def _linked(imp: Import, extras: dict[str, Candidate]) -> bool:
+    """An import another module of the function satisfies, with the same type."""
+    extra = extras.get(imp.module)
+    if extra is None:
+        return False
+    export = extra.info.exports.get(imp.name)
+    return export is not None and _same_type(export, imp.type)
+
+
+def _same_type(a: object, b: object) -> bool:
+    if isinstance(a, wasmtime.FuncType) and isinstance(b, wasmtime.FuncType):
+        return [str(t) for t in a.params] == [str(t) for t in b.params] and [
+            str(t) for t in a.results
+        ] == [str(t) for t in b.results]
+    return type(a) is type(b)
 
 
 def _guess_abi(info: ModuleInfo) -> str:

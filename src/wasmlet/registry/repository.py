@@ -185,8 +185,12 @@ class Repository:
             ]
 
     def referenced_modules(self) -> set[str]:
+        """Every module digest a version uses: its main module and any linked ones."""
         with self.sessions() as s:
-            return set(s.scalars(select(Version.module_digest).distinct()))
+            used = set(s.scalars(select(Version.module_digest).distinct()))
+            for spec in s.scalars(select(Version.spec)):
+                used.update((spec or {}).get("modules", {}).values())
+            return used
 
     # -- invocation records ----------------------------------------------------------------
 

@@ -179,6 +179,10 @@ class Invoker:
             log_limit=self.settings.max_log_bytes,
             output_limit=self.settings.max_output_bytes,
             files_dir=self.settings.data_dir / "files" / ref.name,
+            extras={
+                name: cache.load(digest, partial(self.blobs.get, digest))
+                for name, digest in ref.spec.modules.items()
+            },
         )
         replayable = abi.replayable(ref.spec)
         return Entry(

@@ -74,6 +74,7 @@ class InstancePool:
         log_limit: int,
         output_limit: int,
         files_dir: Path | None = None,
+        extras: dict[str, wasmtime.Module] | None = None,
     ) -> None:
         self.ref = ref
         self.spec = ref.spec
@@ -85,7 +86,7 @@ class InstancePool:
         self.output_limit = output_limit
         # The function's own folder for granted WASI preopens (<data_dir>/files/<name>).
         self.files_dir = files_dir
-        self.instantiate = abi.instantiator(engine, module, ref.spec)
+        self.instantiate = abi.instantiator(engine, module, ref.spec, extras or {})
         self.reuse = ref.spec.reuse
         self.capacity = ref.spec.pool_size
         self.idle: deque[Slot] = deque()

@@ -118,25 +118,56 @@ class ExtismAbi:
     # -- instances ----------------------------------------------------------------------------
 
     def instantiator(
-        self, engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
+        self,
+        engine: wasmtime.Engine,
+        module: wasmtime.Module,
+        spec: FunctionSpec,
+        extras: dict[str, wasmtime.Module],
     ) -> Instantiator:
+        """Per store: the kernel, then the linked modules (each after the ones it imports
+        from), then the main module; every import resolved by a plan made once here."""
         linker = wasmtime.Linker(engine)
         define_builtins(linker)
         if spec.wasi:
             linker.define_wasi()
-        plan: list[tuple[str | None, str, str]] = []
-        for item in module.imports:
-            imp = Import(item.module, item.name or "", item.type)
-            plan.append((_kernel_name(imp), imp.module, imp.name))
+
+        def plan(mod: wasmtime.Module) -> list[tuple[str, str, str]]:
+            steps = []
+            for item in mod.imports:
+                imp = Import(item.module, item.name or "", item.type)
+                kname = _kernel_name(imp)
+                if kname is not None:
+                    steps.append(("kernel", kname, ""))
+                elif imp.module in extras:
+                    steps.append(("module", imp.module, imp.name))
+                else:
+                    steps.append(("linker", imp.module, imp.name))
+            return steps
+
+        order = link_order(extras)
+        plans = {name: plan(extras[name]) for name in order}
+        main_plan = plan(module)
 
         def instantiate(store: wasmtime.Store) -> wasmtime.Instance:
             kernel = Kernel.instantiate(store)
             CONTEXTS[_address(store)].kernel = kernel
-            externs = [
-                kernel.exports[kname] if kname else linker.get(store, mod, name)
-                for kname, mod, name in plan
-            ]
-            return wasmtime.Instance(store, module, externs)
+            linked: dict[str, Any] = {}
+
+            def resolve(steps: list[tuple[str, str, str]]) -> list[Any]:
+                return [
+                    kernel.exports[a]
+                    if kind == "kernel"
+                    else linked[a][b]
+                    if kind == "module"
+                    else linker.get(store, a, b)
+                    for kind, a, b in steps
+                ]
+
+            for name in order:
+                linked[name] = wasmtime.Instance(store, extras[name], resolve(plans[name])).exports(
+                    store
+                )
+            return wasmtime.Instance(store, module, resolve(main_plan))
 
         return instantiate
 
@@ -256,6 +287,28 @@ def wasi_config(files_dir: Path | None, allowed_paths: dict[str, str]) -> wasmti
         folder.mkdir(parents=True, exist_ok=True)
         config.preopen_dir(str(folder), guest, fs_mutable=not read_only)
     return config
+
+
+def link_order(extras: dict[str, wasmtime.Module]) -> list[str]:
+    """Linked modules ordered so each comes after the modules it imports from."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise InvalidRequest(f"linked modules import each other in a cycle ({name})")
+        visiting.add(name)
+        for item in extras[name].imports:
+            if item.module in extras:
+                visit(item.module)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in sorted(extras):
+        visit(name)
+    return order
 
 
 def _address(store: wasmtime.Store) -> int:
