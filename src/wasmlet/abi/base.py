@@ -77,9 +77,6 @@ class Abi(Protocol):
     def forget(self, name: str, function_id: str) -> None:
         """A function was deleted: drop any state this convention keeps for it."""
 
-    def store_data(self, pool: Any) -> Any:
-        """An object to attach to each new store (host functions find it there), or None."""
-
     def default_export(self, info: ModuleInfo) -> str | None: ...
 
     def check(self, info: ModuleInfo, spec: FunctionSpec) -> None:
@@ -117,9 +114,6 @@ class WasiOnlyAbi:
 
     def provides(self, imp: Import, spec: FunctionSpec) -> bool:
         return imp.module == WASI_P1
-
-    def store_data(self, pool: Any) -> Any:
-        return None
 
     def forget(self, name: str, function_id: str) -> None:
         return None

@@ -164,10 +164,7 @@ class InstancePool:
                     self.idle.append(slot)
 
     def _new_slot(self, inv: Invocation, ticks: int, fuel: int) -> Slot:
-        data = self.abi.store_data(self)
-        store = (
-            wasmtime.Store(self.engine, data) if data is not None else wasmtime.Store(self.engine)
-        )
+        store = wasmtime.Store(self.engine)
         store.set_limits(memory_size=self.spec.memory_bytes, table_elements=1_000_000)
         store.set_epoch_deadline(ticks)
         if self.fuel_metering:

@@ -171,9 +171,6 @@ class ExtismAbi:
 
         return instantiate
 
-    def store_data(self, pool: Any) -> None:
-        return None  # contexts live in CONTEXTS (see context.py for why not store data)
-
     def forget(self, name: str, function_id: str) -> None:
         """The function is gone: its vars go with it."""
         self._vars.pop((name, function_id), None)
