@@ -80,10 +80,7 @@ class Kernel:
         "_end",
         "_error_get",
         "_free",
-        "_input_set",
         "_length",
-        "_output_length",
-        "_output_offset",
         "_reset",
         "exports",
         "instance",
@@ -106,9 +103,6 @@ class Kernel:
             self.exports[name] = func
         self._alloc = self._fast("alloc")
         self._length = self._fast("length")
-        self._input_set = self._fast("input_set")
-        self._output_offset = self._fast("output_offset")
-        self._output_length = self._fast("output_length")
         self._error_get = self._fast("error_get")
         self._reset = self._fast("reset")
         self._begin = fast_func(store, found["wasmlet_begin"])  # type: ignore[arg-type]
@@ -134,11 +128,7 @@ class Kernel:
 
         Raises MemoryLimit when the kernel memory cannot hold it.
         """
-        self._reset()
-        handle = self.write(data)
-        if data and not handle:
-            raise MemoryLimit(f"plugin input of {len(data)} bytes does not fit in kernel memory")
-        self._input_set(handle, len(data))
+        self.begin(data if type(data) is bytes else bytes(data))
 
     def begin(self, data: bytes) -> None:
         """`set_input` in one wasm call (reset + alloc + input_set), then one copy."""
@@ -163,8 +153,7 @@ class Kernel:
 
     def output(self) -> bytes:
         """The bytes of the last `output_set` (b"" when none)."""
-        offset = _u64(self._output_offset()[0])
-        return self._copy_out(offset, _u64(self._output_length()[0]))
+        return self.finish()[0]
 
     def error(self) -> str | None:
         """The plugin's error message, or None when no (non-empty) error is set."""
