@@ -61,6 +61,24 @@ class Settings(BaseSettings):
     # Live wasm instances per process (wasmtime's pooling allocator); 0 = allocate on demand.
     max_instances: int = Field(10_000, ge=0)
 
+    # -- host capabilities (src/wasmlet/host) -----------------------------------------------
+    # Persistent key-value store: Redis when set (redis://...), else the SQL database.
+    redis_url: str | None = None
+    kv_max_key_bytes: int = Field(512, ge=1, le=1024)
+    kv_max_value_bytes: int = Field(1024 * 1024, ge=1)
+    # In-memory key-value store, per process: bounded by entries and total bytes (LRU).
+    kv_memory_max_entries: int = Field(100_000, ge=1)
+    kv_memory_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    # Key that encrypts function secrets at rest (a Fernet key, urlsafe base64 of 32 bytes).
+    # Unset: generated once into <data_dir>/secret.key (mode 0600).
+    secret_key: str | None = None
+    # Function-to-function calls: how deep a chain may go, how many calls one invocation
+    # may make.
+    max_call_depth: int = Field(8, ge=1, le=64)
+    max_calls_per_invocation: int = Field(64, ge=1)
+    # Outbound HTTP calls one invocation may make.
+    max_http_calls_per_invocation: int = Field(64, ge=1)
+
     @property
     def db_url(self) -> str:
         if self.database_url:

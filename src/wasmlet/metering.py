@@ -58,6 +58,7 @@ _RECORD_FIELDS = (
     "instantiated",
     "via",
     "logs",
+    "http_calls",
 )
 
 
@@ -105,11 +106,12 @@ class Meter:
         instantiated: bool,
         via: str,
         logs: str,
+        http_calls: list[dict[str, Any]] | None = None,
     ) -> None:
         """The request path's whole cost of metering: one deque append."""
         self._queue.append(
             (function, version, started, duration_s, status, error_code, error_message,
-             peak_memory, fuel_used, instantiated, via, logs)
+             peak_memory, fuel_used, instantiated, via, logs, http_calls)
         )  # fmt: skip
 
     def flush(self) -> None:

@@ -18,6 +18,9 @@ from wasmlet.errors import InvalidRequest
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 _HOST_RE = re.compile(r"[A-Za-z0-9*.\-]{1,253}(:[0-9]{1,5})?")
 _EXPORT_RE = re.compile(r"[^\x00-\x1f/]{1,256}")
+# Capability grants: kv, kv:global, http, call:<function name>.
+_GRANT_RE = re.compile(r"kv|kv:global|http|call:[a-z0-9][a-z0-9\-_.]{0,62}")
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class SpecUpdate(BaseModel):
@@ -41,6 +44,30 @@ class SpecUpdate(BaseModel):
     content_type: str | None = Field(None, max_length=200)
     error_status: int | None = Field(None, ge=400, le=599)
     allowed_paths: dict[str, str] | None = None
+    capabilities: list[str] | None = None
+    allowed_methods: list[str] | None = None
+    http_timeout_ms: int | None = Field(None, ge=1)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _grants(cls, v: list[str] | None) -> list[str] | None:
+        for grant in v or []:
+            if not _GRANT_RE.fullmatch(grant):
+                raise ValueError(
+                    f"unknown capability {grant!r}; grant kv, kv:global, http or call:<function>"
+                )
+        return sorted(set(v)) if v is not None else None
+
+    @field_validator("allowed_methods")
+    @classmethod
+    def _methods(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        upper = sorted({m.upper() for m in v})
+        bad = [m for m in upper if m not in _METHODS]
+        if bad:
+            raise ValueError(f"unknown HTTP method(s) {bad}")
+        return upper
 
     @field_validator("allowed_paths")
     @classmethod
@@ -109,6 +136,15 @@ class FunctionSpec(BaseModel):
     allowed_paths: dict[str, str] = {}
     # Extra modules linked by name (extism multi-module manifests): name -> module digest.
     modules: dict[str, str] = {}
+    # Host capabilities granted (host/): kv, kv:global, http, call:<name>. None by default.
+    capabilities: list[str] = []
+    # Outbound HTTP: methods allowed (empty = any) and the per-request timeout (capped by
+    # the time left in the call).
+    allowed_methods: list[str] = []
+    http_timeout_ms: int = 10_000
+
+    def grants(self, capability: str) -> bool:
+        return capability in self.capabilities
 
     @property
     def memory_bytes(self) -> int:

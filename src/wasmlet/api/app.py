@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from wasmlet import __version__
-from wasmlet.api import compat, functions, system
+from wasmlet.api import compat, functions, kv, routes, secrets, system
 from wasmlet.api.hotpath import HotPath
 from wasmlet.api.openapi import HOT_PATHS
 from wasmlet.api.state import AppState, build_state
@@ -90,6 +90,9 @@ def build_app(state: AppState) -> HotPath:
     api.include_router(functions.router)
     api.include_router(compat.router)
     api.include_router(system.router)
+    api.include_router(routes.router)
+    api.include_router(kv.router)
+    api.include_router(secrets.router)
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:

@@ -43,6 +43,12 @@ def serve(
 
 
 def main() -> None:
-    from wasmlet.cli import commands  # noqa: F401  (registers the client commands)
+    # Importing these modules registers their commands on `app`.
+    from wasmlet.cli import (  # noqa: F401
+        commands,
+        kv_commands,
+        route_commands,
+        secret_commands,
+    )
 
     app()

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -91,3 +92,46 @@ class InvocationRecord(Base):
     instantiated: Mapped[bool] = mapped_column(default=False)
     via: Mapped[str] = mapped_column(String(16), default="api")
     logs: Mapped[str] = mapped_column(Text, default="")
+    # Outbound HTTP calls the guest made: [{method, host, status, duration_ms}] or NULL.
+    http_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+
+
+class KvEntry(Base):
+    """A key of the persistent key-value capability (SQL backend).
+
+    `scope` is `global` or `fn:<function name>`; `expires_at` is Unix time in seconds (a
+    float, so expiry compares the same way on every dialect), or NULL for no expiry.
+    """
+
+    __tablename__ = "kv_entries"
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Secret(Base):
+    """A function's secret, encrypted with the server's key (host/secrets.py)."""
+
+    __tablename__ = "secrets"
+
+    function: Mapped[str] = mapped_column(String(63), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Route(Base):
+    """A gateway route: host and/or path prefix (and methods) -> a function."""
+
+    __tablename__ = "routes"
+    __table_args__ = (UniqueConstraint("host", "path_prefix", "methods", name="uq_routes_match"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(253), default="")  # "" = any host
+    path_prefix: Mapped[str] = mapped_column(String(1024), default="/")
+    methods: Mapped[str] = mapped_column(String(200), default="")  # "GET,POST"; "" = any
+    function: Mapped[str] = mapped_column(String(63))
+    strip_prefix: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

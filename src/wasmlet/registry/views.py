@@ -51,3 +51,4 @@ class InvocationView(BaseModel):
     instantiated: bool
     via: str
     logs: str
+    http_calls: list[dict[str, Any]] | None = None

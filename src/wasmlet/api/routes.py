@@ -1,0 +1,7 @@
+"""Management API for routes (filled in by the capability work)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

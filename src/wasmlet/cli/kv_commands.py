@@ -1,0 +1,3 @@
+"""`wasmlet kv` commands (filled in by the capability work)."""
+
+from __future__ import annotations

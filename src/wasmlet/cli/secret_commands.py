@@ -1,0 +1,3 @@
+"""`wasmlet secret` commands (filled in by the capability work)."""
+
+from __future__ import annotations

@@ -1,0 +1,64 @@
+"""What capabilities need from the server process, built once and shared by every pool."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from wasmlet.config import Settings
+from wasmlet.host.kv.base import KvStore
+
+if TYPE_CHECKING:
+    import sqlalchemy
+
+    from wasmlet.host.context import HostContext
+
+
+class SecretSource(Protocol):
+    def get(self, function: str, key: str) -> str | None:
+        """The decrypted secret, or None."""
+
+    def values(self, function: str) -> list[str]:
+        """Every decrypted secret value of a function (to redact them from logs/errors)."""
+
+
+# (calling context, callee name, input bytes) -> output bytes; raises HostError.
+FunctionCaller = Callable[["HostContext", str, bytes], bytes]
+
+
+@dataclass
+class HostServices:
+    settings: Settings
+    kv_memory: KvStore
+    kv_persistent: KvStore
+    secrets: SecretSource | None = None
+    call: FunctionCaller | None = None  # set by the invoker of this process
+
+    def close(self) -> None:
+        self.kv_memory.close()
+        self.kv_persistent.close()
+
+
+def build_services(settings: Settings, engine: sqlalchemy.Engine | None = None) -> HostServices:
+    """In-memory KV always; persistent KV on Redis when configured, else on the database."""
+    from wasmlet.host.kv.memory import MemoryKv
+
+    memory = MemoryKv(settings.kv_memory_max_entries, settings.kv_memory_max_bytes)
+    persistent: KvStore
+    if settings.redis_url:
+        from wasmlet.host.kv.redis_store import RedisKv
+
+        persistent = RedisKv(settings.redis_url)
+    elif engine is not None:
+        from wasmlet.host.kv.sql import SqlKv
+
+        persistent = SqlKv(engine)
+    else:  # runtime-only use (tests, benchmarks): nothing outlives the process anyway
+        persistent = MemoryKv(settings.kv_memory_max_entries, settings.kv_memory_max_bytes)
+    secrets = None
+    if engine is not None:
+        from wasmlet.host.secrets import SecretStore
+
+        secrets = SecretStore(engine, settings)
+    return HostServices(settings, memory, persistent, secrets)
