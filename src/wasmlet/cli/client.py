@@ -183,6 +183,18 @@ class Client:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any management endpoint: its parsed JSON, or ApiError. `path` starts with /api/.
+        Used by the command groups of the capability APIs (kv, routes, secrets)."""
+        return self._json(self._send(method, path, **kwargs))
+
+    def call_raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Like call(), for endpoints whose success body is not JSON (raw values)."""
+        response = self._send(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise error_of(response)
+        return response
+
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             return self._http.request(method, url, **kwargs)
