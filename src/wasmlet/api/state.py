@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wasmlet.config import Settings
+from wasmlet.host.services import HostServices, build_services
 from wasmlet.metering import Meter
 from wasmlet.registry.blobs import BlobStore
 from wasmlet.registry.changes import ChangeSignal
@@ -26,9 +27,11 @@ class AppState:
     deployer: Deployer
     meter: Meter
     invoker: Invoker
+    services: HostServices
 
     def close(self) -> None:
         self.invoker.close()
+        self.services.close()
         self.meter.stop()
         self.runtime.close()
 
@@ -56,5 +59,8 @@ def build_state(settings: Settings) -> AppState:
     deployer = Deployer(settings, runtime.engine, runtime.cache, blobs, repo, changes)
     meter = Meter(repo, retention=settings.invocation_retention)
     meter.start()
-    invoker = Invoker(settings, runtime, repo, blobs, ChangeSignal(settings.data_dir), meter)
-    return AppState(settings, repo, blobs, changes, runtime, deployer, meter, invoker)
+    services = build_services(settings, engine)
+    invoker = Invoker(
+        settings, runtime, repo, blobs, ChangeSignal(settings.data_dir), meter, services
+    )
+    return AppState(settings, repo, blobs, changes, runtime, deployer, meter, invoker, services)

@@ -46,6 +46,7 @@ def main() -> None:
     # Importing these modules registers their commands on `app`.
     from wasmlet.cli import (  # noqa: F401
         commands,
+        doctor_command,
         kv_commands,
         route_commands,
         secret_commands,

@@ -51,14 +51,20 @@ def build_services(settings: Settings, engine: sqlalchemy.Engine | None = None) 
 
         persistent = RedisKv(settings.redis_url)
     elif engine is not None:
-        from wasmlet.host.kv.sql import SqlKv
+        try:  # TEMPORARY while the SQL store is being written
+            from wasmlet.host.kv.sql import SqlKv
 
-        persistent = SqlKv(engine)
+            persistent = SqlKv(engine)
+        except ImportError:
+            persistent = MemoryKv(settings.kv_memory_max_entries, settings.kv_memory_max_bytes)
     else:  # runtime-only use (tests, benchmarks): nothing outlives the process anyway
         persistent = MemoryKv(settings.kv_memory_max_entries, settings.kv_memory_max_bytes)
     secrets = None
     if engine is not None:
-        from wasmlet.host.secrets import SecretStore
+        try:  # TEMPORARY while the secret store is being written
+            from wasmlet.host.secrets import SecretStore
 
-        secrets = SecretStore(engine, settings)
+            secrets = SecretStore(engine, settings)
+        except ImportError:
+            secrets = None
     return HostServices(settings, memory, persistent, secrets)

@@ -14,6 +14,7 @@ import wasmtime
 from wasmlet.abi import ABIS, Invocation, Outcome, get_abi
 from wasmlet.config import Settings
 from wasmlet.errors import NotFound, Overloaded, WasmletError
+from wasmlet.host.services import HostServices
 from wasmlet.metering import CACHE_EVENTS, OFFLOADS, OVERLOADS, POOL_WAITS, Meter
 from wasmlet.registry.blobs import BlobStore
 from wasmlet.registry.changes import ChangeSignal
@@ -67,8 +68,10 @@ class Invoker:
         blobs: BlobStore,
         changes: ChangeSignal,
         meter: Meter,
+        services: HostServices | None = None,
     ) -> None:
         self.settings = settings
+        self.services = services
         self.runtime = runtime
         self.repo = repo
         self.blobs = blobs
