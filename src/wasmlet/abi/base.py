@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import wasmtime
 
+from wasmlet.host.binding import MEMORY_NS, define_memory, memory_provides, open_host
 from wasmlet.runtime.module_info import Import, ModuleInfo
 from wasmlet.spec import FunctionSpec
 
@@ -36,6 +37,8 @@ class Invocation:
     server_port: int = 80
     remote_addr: str = ""
     scheme: str = "http"
+    # Function-to-function calls: the functions above this one, outermost first.
+    chain: tuple[str, ...] = ()
 
     def header(self, name: bytes) -> str | None:
         for key, value in self.headers:
@@ -92,16 +95,27 @@ class Abi(Protocol):
         """Run one invocation in a slot the caller holds exclusively."""
 
 
-def wasi_instantiator(engine: wasmtime.Engine, module: wasmtime.Module) -> Instantiator:
-    """Imports resolved once against a WASI-only linker: ~25 us per instance thereafter."""
+def wasi_instantiator(
+    engine: wasmtime.Engine, module: wasmtime.Module, spec: FunctionSpec
+) -> Instantiator:
+    """Imports resolved once against a linker of (sandboxed) WASI and the host functions
+    the function was granted: ~25 us per instance thereafter."""
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
+    if any(i.module == MEMORY_NS for i in module.imports):
+        define_memory(linker, spec)
     return linker.instantiate_pre(module).instantiate
 
 
+def _signature(ty: object) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    if not isinstance(ty, wasmtime.FuncType):
+        return None
+    return tuple(str(t) for t in ty.params), tuple(str(t) for t in ty.results)
+
+
 class WasiOnlyAbi:
-    """Defaults for conventions whose guests import nothing but (sandboxed) WASI and keep no
-    state outside their instance."""
+    """Defaults for conventions whose guests import (sandboxed) WASI and the host
+    functions of the `wasmlet` namespace they were granted (host/binding.py)."""
 
     def instantiator(
         self,
@@ -110,13 +124,20 @@ class WasiOnlyAbi:
         spec: FunctionSpec,
         extras: dict[str, wasmtime.Module],
     ) -> Instantiator:
-        return wasi_instantiator(engine, module)
+        return wasi_instantiator(engine, module, spec)
 
     def provides(self, imp: Import, spec: FunctionSpec) -> bool:
-        return imp.module == WASI_P1
+        if imp.module == WASI_P1:
+            return True
+        return memory_provides(imp.module, imp.name, _signature(imp.type), spec)
 
     def forget(self, name: str, function_id: str) -> None:
         return None
 
     def replayable(self, spec: FunctionSpec) -> bool:
-        return True  # nothing outside the instance: no host capabilities
+        # Without capabilities nothing leaves the instance, so a call can run again.
+        return not spec.capabilities
+
+    def open_host(self, slot: Slot) -> None:
+        if MEMORY_NS in slot.function.import_modules:
+            open_host(slot)

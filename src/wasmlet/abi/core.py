@@ -47,6 +47,7 @@ class CoreAbi(WasiOnlyAbi):
             )
 
     def configure_store(self, slot: Slot, inv: Invocation | None) -> None:
+        self.open_host(slot)
         if slot.function.ref.wasi:
             config = wasmtime.WasiConfig()
             config.stdout_custom = slot.logs.write

@@ -49,6 +49,7 @@ class WasiCgiAbi(WasiOnlyAbi):
 
     def configure_store(self, slot: Slot, inv: Invocation | None) -> None:
         assert inv is not None, "wasi-cgi instances are never pre-created"
+        self.open_host(slot)
         pool = slot.function
         stdout = BoundedBuffer(pool.output_limit, fail_when_full=True)
         config = wasmtime.WasiConfig()

@@ -27,6 +27,7 @@ from wasmlet.spec import FunctionSpec
 
 if TYPE_CHECKING:
     from wasmlet.abi.base import Abi, Invocation, Outcome
+    from wasmlet.host.services import HostServices
     from wasmlet.runtime.engine import EpochTicker
 
 
@@ -59,6 +60,7 @@ class CallReport:
     peak_memory: int = 0
     instantiated: bool = False
     logs: bytes = b""
+    http_calls: list[dict[str, Any]] | None = None
 
 
 class InstancePool:
@@ -75,6 +77,7 @@ class InstancePool:
         output_limit: int,
         files_dir: Path | None = None,
         extras: dict[str, wasmtime.Module] | None = None,
+        services: HostServices | None = None,
     ) -> None:
         self.ref = ref
         self.spec = ref.spec
@@ -86,6 +89,9 @@ class InstancePool:
         self.output_limit = output_limit
         # The function's own folder for granted WASI preopens (<data_dir>/files/<name>).
         self.files_dir = files_dir
+        self.services = services
+        # Import modules of the main module: an ABI links host functions only when asked.
+        self.import_modules = frozenset(i.module for i in module.imports)
         self.instantiate = abi.instantiator(engine, module, ref.spec, extras or {})
         self.reuse = ref.spec.reuse
         self.capacity = ref.spec.pool_size
@@ -130,6 +136,8 @@ class InstancePool:
                     native.set_fuel(slot.ctx, fuel)
                 if slot.logs.size:
                     slot.logs.clear()
+            if slot.host is not None:
+                slot.host.begin(inv, timeout_ms or self.spec.timeout_ms, slot.logs)
             outcome = self.abi.call(slot, inv)
             healthy = True
             return outcome
@@ -159,6 +167,8 @@ class InstancePool:
                     report.peak_memory = slot.memory_bytes()
                 if slot.logs.size:
                     report.logs = slot.logs.getvalue()
+                if slot.host is not None and slot.host.http_calls:
+                    report.http_calls = slot.host.http_calls
                 slot.calls += 1
                 if healthy and self.reuse and not slot.retired:
                     self.idle.append(slot)

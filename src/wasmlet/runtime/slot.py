@@ -29,6 +29,7 @@ class Slot:
         "ctx",
         "fuel_out",
         "function",
+        "host",
         "instance",
         "logs",
         "memory",
@@ -44,6 +45,7 @@ class Slot:
         self.memory: wasmtime.Memory | None = None
         self.logs = BoundedBuffer(log_limit)
         self.abi_state: Any = None
+        self.host: Any = None  # the store's HostContext, when its guest imports host functions
         self.calls = 0
         self.retired = False  # set by an ABI when this instance must not serve again
         self.function: Any = None  # the InstancePool this slot belongs to

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from wasmlet.host.context import HostContext
 from wasmlet.runtime.capture import BoundedBuffer
 
 if TYPE_CHECKING:
+    from wasmlet.abi.base import Invocation
     from wasmlet.abi.extism.kernel import Kernel
 
 # Per-entry overhead counted against max_var_bytes, as the Extism runtime does.
@@ -47,32 +48,22 @@ class VarStore:
                     self._data[key] = value
 
 
-@dataclass
-class PluginContext:
+@dataclass(eq=False)
+class PluginContext(HostContext):
     """Attached to a plugin's store; host functions find it through the caller."""
 
-    function: str
-    config: dict[str, str]
-    vars: VarStore
-    max_var_bytes: int
-    allowed_hosts: list[str]
-    max_http_response_bytes: int
-    log_level: int
+    config: dict[str, str] = field(default_factory=dict)
+    vars: VarStore = field(default_factory=VarStore)
+    max_var_bytes: int = 1024 * 1024
+    allowed_hosts: list[str] = field(default_factory=list)
+    max_http_response_bytes: int = 50 * 1024 * 1024
     kernel: Kernel | None = None
-    logs: BoundedBuffer | None = None
-    deadline: float = 0.0  # time.monotonic() by which the current call must end
     pending_vars: dict[str, bytes | None] = field(default_factory=dict)
     holds_vars: bool = False
-    http_status: int = 0
-    http_headers: dict[str, str] | None = None
-    __weakref__: object = field(default=None, init=False, repr=False, compare=False)
 
-    def begin(self, timeout_ms: int, logs: BoundedBuffer) -> None:
-        self.deadline = time.monotonic() + timeout_ms / 1000
-        self.logs = logs
+    def begin(self, inv: Invocation, timeout_ms: int, logs: BoundedBuffer) -> None:
+        super().begin(inv, timeout_ms, logs)
         self.pending_vars.clear()
-        self.http_status = 0
-        self.http_headers = None
 
     def claim_vars(self) -> None:
         """Take the function's var lock for the rest of this call (once per call)."""
@@ -99,9 +90,3 @@ class PluginContext:
             if self.holds_vars:
                 self.holds_vars = False
                 self.vars.lock.release()
-
-
-# Host functions find the context of the calling store here, by store context address.
-# Weak values: a context lives exactly as long as the slot holding it, and nothing global
-# keeps a store alive (wasmtime-py's store-data slab would, through context -> kernel).
-CONTEXTS: weakref.WeakValueDictionary[int, PluginContext] = weakref.WeakValueDictionary()

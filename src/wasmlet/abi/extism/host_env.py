@@ -2,42 +2,32 @@
 
 These are the only calls from an Extism plugin into Python. Each reads its arguments from
 kernel memory in one copy and writes its result the same way. They find the calling
-store's PluginContext through the store's data. A host function that fails raises
-HostError: the plugin traps and the call fails with that message (`guest_error`).
+store's PluginContext through the store's address (host/context.py). A host function that
+fails raises HostError: the plugin traps and the call fails with that message
+(`guest_error`). wasmlet's own functions in `extism:host/user` come from host/binding.py.
 """
 
 from __future__ import annotations
 
-import ctypes
-import fnmatch
 import json
-import os
-import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 import wasmtime
 
-from wasmlet.abi.extism.context import CONTEXTS, VAR_OVERHEAD, PluginContext
+from wasmlet.abi.extism.context import VAR_OVERHEAD, PluginContext
+from wasmlet.host import settings
+from wasmlet.host.context import LEVELS, HostError
+from wasmlet.host.context import context_of as _context_of
+from wasmlet.host.http import extism_allowed, fetch
 
 ENV = "extism:host/env"
-USER = "extism:host/user"
 LEGACY = "env"  # pre-1.0 PDKs: the same functions, named extism_<name>
-
-LEVELS = {"trace": 0, "debug": 1, "info": 2, "warn": 3, "error": 4}
-LOG_OFF = 2147483647
-
-
-class HostError(Exception):
-    """A host function refused or failed: the plugin call ends with this message."""
 
 
 def context_of(caller: wasmtime.Caller) -> PluginContext:
-    address = ctypes.cast(caller._context(), ctypes.c_void_p).value
-    ctx = CONTEXTS.get(address or 0)
-    if ctx is None:
+    ctx = _context_of(caller)
+    if not isinstance(ctx, PluginContext):
         raise HostError("no plugin context for this store")
     return ctx
 
@@ -66,7 +56,8 @@ def config_get(caller: wasmtime.Caller, key: int) -> int:
     ctx = context_of(caller)
     name = _text(ctx, key, "key")
     _free(ctx, key)
-    value = ctx.config.get(name)
+    # The function's config, then its secrets: unmodified plugins read credentials this way.
+    value = ctx.config.get(name) or settings.secret(ctx, name)
     return ctx.kernel.write(value.encode()) if value else 0  # type: ignore[union-attr]
 
 
@@ -106,26 +97,6 @@ def _claimed(ctx: PluginContext, action: Callable[[], Any]) -> Any:
 
 # -- HTTP ---------------------------------------------------------------------------------
 
-_MAX_REDIRECTS = 5
-
-
-def host_allowed(url: str, patterns: list[str]) -> bool:
-    """Extism's rule: the URL's host (lower-case) matches one glob of the list. A pattern
-    with a port (`host:8080`) is matched against `host:port` instead."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if not host:
-        return False
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return False
-    for pattern in patterns:
-        target = f"{host}:{port}" if ":" in pattern else host
-        if fnmatch.fnmatchcase(target, pattern.lower()):
-            return True
-    return False
-
 
 def http_request(caller: wasmtime.Caller, req: int, body: int) -> int:
     ctx = context_of(caller)
@@ -142,46 +113,18 @@ def http_request(caller: wasmtime.Caller, req: int, body: int) -> int:
         headers = spec.get("headers") or {}
     except (ValueError, KeyError, TypeError, AttributeError):
         raise HostError("invalid HTTP request description") from None
-    remaining = ctx.deadline - time.monotonic()
-    if remaining <= 0:
-        raise HostError("no time left for the HTTP request")
-    try:
-        with httpx.Client(timeout=remaining, follow_redirects=False) as client:
-            data = _fetch(ctx, client, method, url, headers, payload)
-    except httpx.HTTPError as exc:
-        raise HostError(f"HTTP request to {url} failed: {exc.__class__.__name__}") from None
-    return kernel.write(data) if data else 0
-
-
-def _fetch(
-    ctx: PluginContext,
-    client: httpx.Client,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    payload: bytes,
-) -> bytes:
-    """One request, following redirects only to allowed hosts (each hop is checked)."""
-    limit = ctx.max_http_response_bytes
-    for _hop in range(_MAX_REDIRECTS + 1):
-        if not host_allowed(url, ctx.allowed_hosts):
-            raise HostError(f"HTTP request to {url} is not allowed")
-        with client.stream(method, url, headers=headers, content=payload or None) as resp:
-            if resp.is_redirect and resp.next_request is not None:
-                url = str(resp.next_request.url)
-                if resp.status_code in (301, 302, 303):
-                    method, payload = "GET", b""
-                continue
-            chunks, size = [], 0
-            for chunk in resp.iter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise HostError(f"HTTP response body exceeds {limit} bytes")
-                chunks.append(chunk)
-            ctx.http_status = resp.status_code
-            ctx.http_headers = {k.lower(): v for k, v in resp.headers.items()}
-            return b"".join(chunks)
-    raise HostError(f"HTTP request to {url}: too many redirects")
+    allowed = ctx.allowed_hosts
+    response = fetch(
+        ctx,
+        method,
+        url,
+        headers,
+        payload,
+        allow=lambda u: extism_allowed(u, allowed),
+        limit=ctx.max_http_response_bytes,
+    )
+    ctx.http_status, ctx.http_headers = response.status, response.headers
+    return kernel.write(response.body) if response.body else 0
 
 
 def http_status_code(caller: wasmtime.Caller) -> int:
@@ -219,21 +162,6 @@ def get_log_level(caller: wasmtime.Caller) -> int:
     return context_of(caller).log_level
 
 
-# -- wasmlet's user functions (extism:host/user) ------------------------------------------
-
-
-def wasmlet_now_ms(caller: wasmtime.Caller) -> int:
-    """Wall-clock time in milliseconds since the Unix epoch."""
-    return time.time_ns() // 1_000_000
-
-
-def wasmlet_random_bytes(caller: wasmtime.Caller, n: int) -> int:
-    """A new block of `n` (at most 64 KiB) cryptographically random bytes."""
-    if not 0 < n <= 65536:
-        raise HostError("wasmlet_random_bytes: n must be 1..65536")
-    return context_of(caller).kernel.write(os.urandom(n))  # type: ignore[union-attr]
-
-
 def _ty(signature: str) -> wasmtime.FuncType:
     """ "II:I" -> (i64, i64) -> i64; "I" is i64, "i" is i32."""
     kinds = {"I": wasmtime.ValType.i64, "i": wasmtime.ValType.i32}
@@ -241,8 +169,8 @@ def _ty(signature: str) -> wasmtime.FuncType:
     return wasmtime.FuncType([kinds[c]() for c in params], [kinds[c]() for c in results])
 
 
-# name -> (namespace, signature, implementation). Types are built per linker: wasmtime ties
-# a FuncType to the engine it is first used with.
+# name -> (namespace, signature, implementation), all in extism:host/env. Types are built
+# per linker: wasmtime ties a FuncType to the engine it is first used with.
 BUILTINS: dict[str, tuple[str, str, Callable[..., Any]]] = {
     "config_get": (ENV, "I:I", config_get),
     "var_get": (ENV, "I:I", var_get),
@@ -252,8 +180,6 @@ BUILTINS: dict[str, tuple[str, str, Callable[..., Any]]] = {
     "http_headers": (ENV, ":I", http_headers),
     "get_log_level": (ENV, ":i", get_log_level),
     **{f"log_{lvl}": (ENV, "I:", _logger(lvl)) for lvl in LEVELS},
-    "wasmlet_now_ms": (USER, ":I", wasmlet_now_ms),
-    "wasmlet_random_bytes": (USER, "I:I", wasmlet_random_bytes),
 }
 
 

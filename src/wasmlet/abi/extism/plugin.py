@@ -10,7 +10,6 @@ traps, timeouts and limits end it like any other ABI.
 
 from __future__ import annotations
 
-import ctypes
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,18 +17,13 @@ from typing import Any, ClassVar
 import wasmtime
 
 from wasmlet.abi.base import WASI_P1, Instantiator, Invocation, Outcome
-from wasmlet.abi.extism.context import CONTEXTS, PluginContext, VarStore
-from wasmlet.abi.extism.host_env import (
-    BUILTINS,
-    ENV,
-    LEGACY,
-    LEVELS,
-    USER,
-    HostError,
-    define_builtins,
-)
+from wasmlet.abi.extism.context import PluginContext, VarStore
+from wasmlet.abi.extism.host_env import BUILTINS, ENV, LEGACY, define_builtins
 from wasmlet.abi.extism.kernel import KERNEL_EXPORTS, Kernel
 from wasmlet.errors import GuestError, InvalidRequest, NotFound
+from wasmlet.host.binding import EXTISM_NS as USER
+from wasmlet.host.binding import define_signatures, extism_functions, open_host
+from wasmlet.host.context import CONTEXTS, HostError, store_address
 from wasmlet.runtime.module_info import Import, ModuleInfo
 from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
@@ -96,7 +90,15 @@ class ExtismAbi:
         if imp.module == WASI_P1:
             return spec.wasi
         expected = _expected(imp)
+        if expected is None:
+            extra = self.extra_imports(spec).get(imp.module, {}).get(imp.name)
+            expected = extra[0] if extra else None
         return expected is not None and _signature(imp.type) == expected
+
+    def extra_imports(self, spec: FunctionSpec) -> dict[str, dict[str, tuple[Any, Any]]]:
+        """Host functions beyond extism:host/env, by import module then name:
+        (signature, implementation). Here: wasmlet's user functions, as granted."""
+        return {USER: extism_functions(spec)}
 
     def default_export(self, info: ModuleInfo) -> str | None:
         names = [n for n, t in info.func_exports.items() if n not in _HIDDEN and _callable(t)]
@@ -112,8 +114,9 @@ class ExtismAbi:
             )
 
     def replayable(self, spec: FunctionSpec) -> bool:
-        # Var writes are staged until the call succeeds; outbound HTTP cannot be undone.
-        return not spec.allowed_hosts
+        # Var writes are staged until the call succeeds; outbound HTTP and the other
+        # capabilities cannot be undone.
+        return not spec.allowed_hosts and not spec.capabilities
 
     # -- instances ----------------------------------------------------------------------------
 
@@ -128,6 +131,8 @@ class ExtismAbi:
         from), then the main module; every import resolved by a plan made once here."""
         linker = wasmtime.Linker(engine)
         define_builtins(linker)
+        for namespace, functions in self.extra_imports(spec).items():
+            define_signatures(linker, namespace, functions)
         if spec.wasi:
             linker.define_wasi()
 
@@ -150,7 +155,7 @@ class ExtismAbi:
 
         def instantiate(store: wasmtime.Store) -> wasmtime.Instance:
             kernel = Kernel.instantiate(store)
-            CONTEXTS[_address(store)].kernel = kernel
+            CONTEXTS[store_address(store)].kernel = kernel  # type: ignore[attr-defined]
             linked: dict[str, Any] = {}
 
             def resolve(steps: list[tuple[str, str, str]]) -> list[Any]:
@@ -180,17 +185,21 @@ class ExtismAbi:
         name = slot.function.ref.name
         if spec.wasi:
             slot.store.set_wasi(wasi_config(slot.function.files_dir, spec.allowed_paths))
-        ctx = PluginContext(
+        ctx = self.new_context(slot, name, spec)
+        slot.abi_state = ctx  # the slot keeps the context alive; CONTEXTS only points to it
+        open_host(slot, ctx)
+
+    def new_context(self, slot: Slot, name: str, spec: FunctionSpec) -> PluginContext:
+        return PluginContext(
             function=name,
+            spec=spec,
+            services=slot.function.services,
             config=dict(spec.config),
             vars=self._vars.setdefault((name, slot.function.ref.function_id), VarStore()),
             max_var_bytes=spec.max_var_bytes,
             allowed_hosts=list(spec.allowed_hosts),
             max_http_response_bytes=spec.max_http_response_bytes,
-            log_level=LEVELS["info"],
         )
-        slot.abi_state = ctx  # the slot keeps the context alive; CONTEXTS only points to it
-        CONTEXTS[_address(slot.store)] = ctx
 
     def on_instance(self, slot: Slot) -> None:
         """Run the guest runtime's initialiser once, as EXTISM-ABI.md §4 orders it."""
@@ -221,7 +230,6 @@ class ExtismAbi:
         fn = slot.func(export) if export not in ("memory", "hs_init") else None
         if fn is None or fn.params or fn.results not in ((), ("i32",)):
             raise NotFound(f"plugin has no callable export {export!r}")
-        ctx.begin(spec.timeout_ms, slot.logs)
         success = False
         try:
             outcome = self._run(slot, ctx, kernel, fn, inv, export, spec)
@@ -306,10 +314,6 @@ def link_order(extras: dict[str, wasmtime.Module]) -> list[str]:
     for name in sorted(extras):
         visit(name)
     return order
-
-
-def _address(store: wasmtime.Store) -> int:
-    return ctypes.cast(store._context(), ctypes.c_void_p).value or 0
 
 
 def _content_type(spec: FunctionSpec, out: bytes) -> bytes:
