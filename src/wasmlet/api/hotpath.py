@@ -5,19 +5,27 @@ Invocations are the request path that must be fast: routing them through a frame
 running a small guest. Here they are matched by prefix and answered with two `send`
 calls. Everything else falls through to the FastAPI app. The OpenAPI description of these
 routes lives in api/openapi.py.
+
+Gateway routes (api/router.py) are matched here too: routes naming a host before anything
+else, when any exist; host-less routes after the invocation paths, which they may not
+claim. A request no route matches pays one generation read and two attribute tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from wasmlet.abi import Invocation
 from wasmlet.api.responses import send_error, send_json, send_outcome
+from wasmlet.api.router import Match, Router, request_host
 from wasmlet.api.state import AppState
 from wasmlet.errors import InvalidRequest, NotFound, PayloadTooLarge, WasmletError
 from wasmlet.names import is_valid_name
+from wasmlet.registry.changes import ChangeSignal
+from wasmlet.registry.routes import RouteStore
 
 Scope = dict[str, Any]
 _FUNCTIONS = "/api/v1/functions/"
@@ -29,11 +37,26 @@ class HotPath:
         self.state = state
         self.invoker = state.invoker
         self.max_body = state.settings.max_body_bytes
+        # Its own ChangeSignal: each instance remembers which generation its owner has seen.
+        self.router = Router(
+            RouteStore(state.repo.sessions).list_routes,
+            ChangeSignal(state.settings.data_dir),
+            state.runtime.executor,
+        )
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
+        kind = scope["type"]
+        if kind == "http":
             path: str = scope["path"]
+            reloading = self.router.pending()
+            if reloading is not None:
+                await asyncio.shield(reloading)
+            table = self.router.table
             try:
+                if table.has_hosts:
+                    found = table.match_host(_host(scope), path, scope["method"])
+                    if found is not None:
+                        return await self._route(scope, receive, send, found)
                 if path.startswith(_FUNCTIONS):
                     parts = path[len(_FUNCTIONS) :].split("/")
                     if len(parts) in (2, 3) and parts[1] == "invoke":
@@ -42,11 +65,34 @@ class HotPath:
                     return await self._gateway(scope, receive, send)
                 elif path == "/function/invoke":
                     return await self._compat_invoke(scope, receive, send)
+                elif table.has_default:
+                    found = table.match_default(path, scope["method"])
+                    if found is not None:
+                        return await self._route(scope, receive, send, found)
             except WasmletError as exc:
                 return await send_error(send, exc)
+        elif kind == "lifespan":
+            receive = self._loading_routes(receive)
         await self.app(scope, receive, send)
 
+    def _loading_routes(self, receive: Any) -> Any:
+        """Load the route table when the server starts, before it reports ready."""
+
+        async def wrapped() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.router.refresh()
+            return message
+
+        return wrapped
+
     # -- routes ----------------------------------------------------------------------------
+
+    async def _route(self, scope: Scope, receive: Any, send: Any, found: Match) -> None:
+        """A gateway route: the whole request goes to the route's function."""
+        body = await self._body(scope, receive)
+        inv = self._invocation(scope, body, path=found.path, via="route", export=None)
+        await send_outcome(send, await self.invoker.invoke(found.route.function, inv))
 
     async def _invoke(self, scope: Scope, receive: Any, send: Any, parts: list[str]) -> None:
         if scope["method"] != "POST":
@@ -142,6 +188,13 @@ class HotPath:
             if not message.get("more_body", False):
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _host(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == b"host":
+            return request_host(value.decode("latin-1"))
+    return ""
 
 
 def _name(raw: str) -> str:
