@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     kv_memory_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
     # Key that encrypts function secrets at rest (a Fernet key, urlsafe base64 of 32 bytes).
     # Unset: generated once into <data_dir>/secret.key (mode 0600).
-    secret_key: str | None = None
+    secret_key: SecretStr | None = None
     # Function-to-function calls: how deep a chain may go, how many calls one invocation
     # may make.
     max_call_depth: int = Field(8, ge=1, le=64)

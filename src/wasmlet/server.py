@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 
 import uvicorn
 
@@ -21,6 +22,17 @@ def _export_settings(settings: Settings) -> None:
         value = getattr(settings, key)
         if value is not None:
             os.environ[f"WASMLET_{key.upper()}"] = str(value)
+
+
+def _check_secret_key(settings: Settings) -> None:
+    """Refuse to start with a key that cannot decrypt anything, in one clear line."""
+    from wasmlet.host.secrets import SecretKeyError, load_key
+
+    try:
+        load_key(settings)
+    except SecretKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _prepare_metrics_dir(settings: Settings) -> None:
@@ -41,6 +53,7 @@ def serve(settings: Settings, *, examples: bool = False) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     migrate(settings)
+    _check_secret_key(settings)
     if examples:
         from wasmlet.bundled import deploy_examples
 

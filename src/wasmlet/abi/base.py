@@ -32,7 +32,9 @@ class Invocation:
     body: bytes = b""
     export: str | None = None
     args: Any = None  # JSON arguments from the invoke API (numeric ABIs)
-    via: str = "api"  # api | gateway | compat
+    via: str = "api"  # api | gateway | compat | route | call
+    # The URL prefix the function is mounted at (CGI SCRIPT_NAME); None: /fn/{name}.
+    script_name: str | None = None
     server_name: str = "localhost"
     server_port: int = 80
     remote_addr: str = ""

@@ -99,13 +99,15 @@ def cgi_environment(inv: Invocation, name: str, granted: dict[str, str]) -> list
             "SERVER_NAME": inv.server_name,
             "SERVER_PORT": str(inv.server_port),
             "REQUEST_METHOD": inv.method,
-            "SCRIPT_NAME": f"/fn/{name}",
+            "SCRIPT_NAME": f"/fn/{name}" if inv.script_name is None else inv.script_name,
             "PATH_INFO": inv.path,
             "QUERY_STRING": inv.query,
             "REMOTE_ADDR": inv.remote_addr,
             "CONTENT_LENGTH": str(len(inv.body)),
             "CONTENT_TYPE": inv.header(b"content-type") or "",
-            "X_MATCHED_ROUTE": f"/fn/{name}/...",
+            "X_MATCHED_ROUTE": (
+                f"/fn/{name}/..." if inv.script_name is None else f"{inv.script_name}/..."
+            ),
         }
     )
     request_vars: set[str] = set()

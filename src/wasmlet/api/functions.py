@@ -102,6 +102,14 @@ def deploy(
     allowed_path: Annotated[
         list[str] | None, Form(description="SUBDIR:GUEST_PATH (ro:SUBDIR read-only), repeatable")
     ] = None,
+    capability: Annotated[
+        list[str] | None,
+        Form(description="grant a host capability: kv, kv:global, http, call:NAME; repeatable"),
+    ] = None,
+    allowed_method: Annotated[
+        list[str] | None, Form(description="outbound HTTP methods allowed; repeatable")
+    ] = None,
+    http_timeout_ms: Annotated[int | None, Form(description="outbound HTTP timeout")] = None,
     module: Annotated[
         list[UploadFile] | None,
         File(description="extism: further modules linked by name, repeatable"),
@@ -136,6 +144,9 @@ def deploy(
         "content_type": content_type,
         "error_status": error_status,
         "allowed_paths": paths(allowed_path),
+        "capabilities": capability,
+        "allowed_methods": allowed_method,
+        "http_timeout_ms": http_timeout_ms,
     }.items():
         if value is not None:
             fields[key] = value

@@ -92,6 +92,9 @@ class HotPath:
         """A gateway route: the whole request goes to the route's function."""
         body = await self._body(scope, receive)
         inv = self._invocation(scope, body, path=found.path, via="route", export=None)
+        # A stripped prefix is where the function is mounted; otherwise it sees the root.
+        route = found.route
+        inv.script_name = route.path.rstrip("/") if route.strip_prefix else ""
         await send_outcome(send, await self.invoker.invoke(found.route.function, inv))
 
     async def _invoke(self, scope: Scope, receive: Any, send: Any, parts: list[str]) -> None:

@@ -60,6 +60,7 @@ def build_state(settings: Settings) -> AppState:
     meter = Meter(repo, retention=settings.invocation_retention)
     meter.start()
     services = build_services(settings, engine)
+    deployer.on_delete.append(services.drop_function)
     invoker = Invoker(
         settings, runtime, repo, blobs, ChangeSignal(settings.data_dir), meter, services
     )

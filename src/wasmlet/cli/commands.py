@@ -169,6 +169,18 @@ def deploy(
         list[str] | None,
         typer.Option("--allowed-path", help="extism+wasi: SUBDIR:/guest preopen, repeatable"),
     ] = None,
+    capability: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--capability", "--grant", help="Grant kv, kv:global, http or call:NAME; repeatable"
+        ),
+    ] = None,
+    allowed_method: Annotated[
+        list[str] | None, typer.Option("--allowed-method", help="Outbound HTTP method, repeatable")
+    ] = None,
+    http_timeout_ms: Annotated[
+        int | None, typer.Option(help="Timeout of each outbound HTTP request")
+    ] = None,
     manifest: Annotated[
         Path | None, typer.Option(help="Extism manifest (JSON): module and options")
     ] = None,
@@ -199,6 +211,7 @@ def deploy(
         ("max_http_response_bytes", max_http_response_bytes),
         ("content_type", content_type),
         ("error_status", error_status),
+        ("http_timeout_ms", http_timeout_ms),
     ):
         if value is not None:
             fields.append((key, str(value)))
@@ -210,6 +223,8 @@ def deploy(
         ("env", env),
         ("allowed_host", allowed_host),
         ("allowed_path", allowed_path),
+        ("capability", capability),
+        ("allowed_method", allowed_method),
     ):
         fields.extend((key, v) for v in values or ())
 
@@ -414,6 +429,7 @@ def info(
     row("config", ", ".join(f"{k}={v}" for k, v in (spec.get("config") or {}).items()) or "-")
     row("env", ", ".join(f"{k}={v}" for k, v in (spec.get("env") or {}).items()) or "-")
     row("allowed hosts", ", ".join(spec.get("allowed_hosts") or []) or "-")
+    row("capabilities", ", ".join(spec.get("capabilities") or []) or "-")
     section("exports")
     for export, sig in (version.get("exports") or {}).items():
         marker = "  (default)" if export == spec.get("export") else ""

@@ -22,6 +22,9 @@ class SecretSource(Protocol):
     def values(self, function: str) -> list[str]:
         """Every decrypted secret value of a function (to redact them from logs/errors)."""
 
+    def drop_function(self, function: str) -> int:
+        """Delete every secret of a function."""
+
 
 # (calling context, callee name, input bytes) -> output bytes; raises HostError.
 FunctionCaller = Callable[["HostContext", str, bytes], bytes]
@@ -34,6 +37,14 @@ class HostServices:
     kv_persistent: KvStore
     secrets: SecretSource | None = None
     call: FunctionCaller | None = None  # set by the invoker of this process
+
+    def drop_function(self, name: str) -> None:
+        """A function was deleted: its own keys and secrets go with it."""
+        scope = f"fn:{name}"
+        self.kv_memory.drop_scope(scope)
+        self.kv_persistent.drop_scope(scope)
+        if self.secrets is not None:
+            self.secrets.drop_function(name)
 
     def close(self) -> None:
         self.kv_memory.close()
@@ -61,10 +72,7 @@ def build_services(settings: Settings, engine: sqlalchemy.Engine | None = None) 
         persistent = MemoryKv(settings.kv_memory_max_entries, settings.kv_memory_max_bytes)
     secrets = None
     if engine is not None:
-        try:  # TEMPORARY while the secret store is being written
-            from wasmlet.host.secrets import SecretStore
+        from wasmlet.host.secrets import SecretStore
 
-            secrets = SecretStore(engine, settings)
-        except ImportError:
-            secrets = None
+        secrets = SecretStore(engine, settings)
     return HostServices(settings, memory, persistent, secrets)

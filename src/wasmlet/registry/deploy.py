@@ -8,6 +8,7 @@ write the blob, the compiled artifact and the SQL rows, and signal the workers.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import wasmtime
@@ -50,6 +51,9 @@ class Deployer:
         changes: ChangeSignal,
     ) -> None:
         self.settings = settings
+        # Called with a function's name once it is deleted: state kept elsewhere (its
+        # persistent KV keys, its secrets) goes with it.
+        self.on_delete: list[Callable[[str], None]] = []
         self.engine = engine
         self.cache = cache
         self.blobs = blobs
@@ -116,6 +120,8 @@ class Deployer:
                 "pool_size": self.settings.default_pool_size,
             }
         values.update(abi=abi_name, export=export, reuse=reuse)
+        if not same_abi:  # e.g. otoroshi answers failed calls with 400, as Otoroshi does
+            values["error_status"] = getattr(abi, "default_error_status", 500)
         values.update(update.model_dump(exclude_none=True, exclude={"abi", "export", "reuse"}))
         extras = extras or {}
         if extras:
@@ -180,6 +186,8 @@ class Deployer:
                 modules.add(v.module_digest)
                 modules.update(v.spec.get("modules", {}).values())
             self.repo.delete_function(name)
+            for forget in self.on_delete:
+                forget(name)
         self.changes.bump()
         return self.collect_garbage(modules)
 

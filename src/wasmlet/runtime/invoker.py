@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ import wasmtime
 from wasmlet.abi import ABIS, Invocation, Outcome, get_abi
 from wasmlet.config import Settings
 from wasmlet.errors import NotFound, Overloaded, WasmletError
+from wasmlet.host.context import HostContext, HostError
+from wasmlet.host.secrets import redact
 from wasmlet.host.services import HostServices
 from wasmlet.metering import CACHE_EVENTS, OFFLOADS, OVERLOADS, POOL_WAITS, Meter
 from wasmlet.registry.blobs import BlobStore
@@ -72,6 +75,8 @@ class Invoker:
     ) -> None:
         self.settings = settings
         self.services = services
+        if services is not None:
+            services.call = self.call_nested
         self.runtime = runtime
         self.repo = repo
         self.blobs = blobs
@@ -85,6 +90,7 @@ class Invoker:
         self._refreshing: asyncio.Future[None] | None = None
         self._loading: dict[tuple[str, str, str], asyncio.Future[Entry]] = {}
         self._refresh_lock = asyncio.Lock()
+        self._nested_build = threading.Lock()
         self._queue_timeout = settings.queue_timeout_ms / 1000
         # Without fuel metering inline calls are bounded by the (always running) ticker.
         self._inline_fuel = settings.inline_fuel if settings.fuel_metering else None
@@ -119,6 +125,8 @@ class Invoker:
             for name, function_id in gone:
                 for abi in ABIS.values():
                     abi.forget(name, function_id)
+                if self.services is not None:  # this process's in-memory keys of it
+                    self.services.kv_memory.drop_scope(f"fn:{name}")
             live = {(ref.name, ref.function_id, ref.digest) for ref in self.active.values()}
             for key in [k for k in self.entries if k not in live]:
                 self.entries.pop(key).pool.drain()
@@ -186,6 +194,7 @@ class Invoker:
                 name: cache.load(digest, partial(self.blobs.get, digest))
                 for name, digest in ref.spec.modules.items()
             },
+            services=self.services,
         )
         replayable = abi.replayable(ref.spec)
         return Entry(
@@ -224,6 +233,7 @@ class Invoker:
             if outcome is None:
                 outcome = await self._offload(entry, inv, report)
         except WasmletError as exc:
+            self._redact(name, exc)
             self._record(ref, inv, started, report, exc.status, exc)
             raise
         except Exception as exc:  # a host-side bug: contain it to this call, keep its trace
@@ -262,6 +272,63 @@ class Invoker:
             ticker.release()
             stats.observe(report.cpu_us)
 
+    # -- function-to-function calls ------------------------------------------------------
+
+    def call_nested(self, caller: HostContext, name: str, payload: bytes) -> bytes:
+        """Run `name` for a guest that called it (host/calls.py), on the caller's thread.
+
+        The caller holds an executor thread (functions with capabilities never run on the
+        event loop), so the callee runs right here, in an instance of its own, with its
+        own limits cut to the time the caller has left. Nested calls bypass the callee's
+        admission gate (an asyncio object, not for threads); depth and per-invocation
+        call limits bound them instead.
+        """
+        ref = self.active.get(name)
+        if ref is None:
+            raise HostError(f"call: function {name!r} not found")
+        key = (name, ref.function_id, ref.digest)
+        entry = self.entries.get(key)
+        if entry is None:
+            with self._nested_build:
+                entry = self.entries.get(key)
+                if entry is None:
+                    entry = self.entries[key] = self._build_entry(ref)
+        left_ms = int(caller.remaining() * 1000)
+        if left_ms < 1:
+            raise HostError(f"call: no time left to call {name!r}")
+        inv = Invocation(body=payload, via="call", chain=(*caller.chain, caller.function))
+        report = CallReport()
+        started = time.time()
+        timeout_ms = min(ref.spec.timeout_ms, left_ms)
+        try:
+            outcome = entry.pool.execute(inv, report, timeout_ms, offloaded=True)
+        except WasmletError as exc:
+            self._redact(name, exc)
+            self._record(ref, inv, started, report, exc.status, exc)
+            raise HostError(f"call to {name!r} failed: {exc.code}: {exc.message}") from None
+        self._record(ref, inv, started, report, outcome.status, None)
+        if outcome.status >= 400:
+            raise HostError(f"call to {name!r} answered status {outcome.status}")
+        return outcome.body
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _secrets_of(self, name: str) -> list[str]:
+        source = self.services.secrets if self.services is not None else None
+        if source is None:
+            return []
+        try:
+            return source.values(name)
+        except Exception:  # an undecryptable secret cannot leak either
+            return []
+
+    def _redact(self, name: str, exc: WasmletError) -> None:
+        """A guest's error message may quote one of its secrets: never pass it on."""
+        secrets = self._secrets_of(name)
+        if secrets:
+            exc.message = redact(exc.message, secrets)
+            exc.args = (exc.message,)
+
     def _record(
         self,
         ref: VersionRef,
@@ -271,6 +338,11 @@ class Invoker:
         status: int,
         exc: WasmletError | None,
     ) -> None:
+        logs = report.logs.decode("utf-8", "replace") if report.logs else ""
+        if logs:
+            secrets = self._secrets_of(ref.name)
+            if secrets:
+                logs = redact(logs, secrets)
         self.meter.record(
             ref.name,
             ref.digest,
@@ -283,5 +355,6 @@ class Invoker:
             report.fuel_used,
             report.instantiated,
             inv.via,
-            report.logs.decode("utf-8", "replace") if report.logs else "",
+            logs,
+            report.http_calls,
         )
