@@ -62,12 +62,9 @@ def build_services(settings: Settings, engine: sqlalchemy.Engine | None = None) 
 
         persistent = RedisKv(settings.redis_url)
     elif engine is not None:
-        try:  # TEMPORARY while the SQL store is being written
-            from wasmlet.host.kv.sql import SqlKv
+        from wasmlet.host.kv.sql import SqlKv
 
-            persistent = SqlKv(engine)
-        except ImportError:
-            persistent = MemoryKv(settings.kv_memory_max_entries, settings.kv_memory_max_bytes)
+        persistent = SqlKv(engine)
     else:  # runtime-only use (tests, benchmarks): nothing outlives the process anyway
         persistent = MemoryKv(settings.kv_memory_max_entries, settings.kv_memory_max_bytes)
     secrets = None

@@ -2,11 +2,16 @@
 
 Nothing survives a restart, and each worker process has its own: this is the store for
 caches and scratch state (Otoroshi's plugin and global maps), not for data that matters.
+
+The counter and TTL rules every store shares (`counter_value`, `check_ttl`) live here too,
+so the SQL store parses and bounds integers exactly as this one does, and both behave like
+Redis, whose INCRBY is the reference.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -15,12 +20,39 @@ from wasmlet.host.kv.base import KvError
 
 _ENTRY_OVERHEAD = 64  # bytes counted per entry on top of key and value
 
+# Counters are signed 64-bit, stored as plain ASCII decimal (what Redis INCRBY accepts:
+# no sign "+", no spaces, no underscores, no leading zeros).
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_DECIMAL = re.compile(rb"-?(0|[1-9][0-9]*)")
+
+
+def counter_value(current: bytes | None, delta: int, key: str) -> int:
+    """The value INCRBY delta leaves at a key holding `current` (None = absent), or KvError."""
+    if not INT64_MIN <= delta <= INT64_MAX:
+        raise KvError(f"increment {delta} is out of the 64-bit integer range")
+    if current is None:
+        return delta
+    if not _DECIMAL.fullmatch(current) or current == b"-0":
+        raise KvError(f"value of {key!r} is not an integer")
+    number = int(current) + delta
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise KvError(f"incrementing {key!r} would overflow a 64-bit integer")
+    return number
+
+
+def check_ttl(ttl_ms: int | None) -> None:
+    """A TTL given to `set` must be positive (Redis refuses `SET ... PX 0` too)."""
+    if ttl_ms is not None and ttl_ms <= 0:
+        raise KvError(f"ttl_ms must be positive, got {ttl_ms}")
+
 
 class MemoryKv:
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        # (scope, key) -> (value, expires at in time.monotonic() seconds or None)
+        # (scope, key) -> (value, expires at in time.monotonic() seconds or None), least
+        # recently used first.
         self._data: OrderedDict[tuple[str, str], tuple[bytes, float | None]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -29,13 +61,18 @@ class MemoryKv:
 
     @staticmethod
     def _cost(key: tuple[str, str], value: bytes) -> int:
-        return len(key[0]) + len(key[1].encode()) + len(value) + _ENTRY_OVERHEAD
+        return len(key[0].encode()) + len(key[1].encode()) + len(value) + _ENTRY_OVERHEAD
+
+    @staticmethod
+    def _expired(entry: tuple[bytes, float | None], now: float) -> bool:
+        return entry[1] is not None and entry[1] <= now
 
     def _live(self, item: tuple[str, str]) -> tuple[bytes, float | None] | None:
+        """The entry if present and unexpired, marked as most recently used."""
         entry = self._data.get(item)
         if entry is None:
             return None
-        if entry[1] is not None and entry[1] <= time.monotonic():
+        if self._expired(entry, time.monotonic()):
             self._remove(item)
             return None
         self._data.move_to_end(item)
@@ -46,16 +83,22 @@ class MemoryKv:
         self._bytes -= self._cost(item, value)
 
     def _put(self, item: tuple[str, str], value: bytes, expires: float | None) -> None:
+        cost = self._cost(item, value)
+        if cost > self.max_bytes:
+            # Keeping it would break the bound; evicting everything else would not help.
+            raise KvError(
+                f"entry of {cost} bytes exceeds the in-memory store's {self.max_bytes}-byte limit"
+            )
         if item in self._data:
             self._remove(item)
         self._data[item] = (value, expires)
-        self._bytes += self._cost(item, value)
-        # Evict least recently used entries (never the one just written) to stay bounded.
-        while (len(self._data) > self.max_entries or self._bytes > self.max_bytes) and len(
-            self._data
-        ) > 1:
-            oldest = next(iter(self._data))
-            self._remove(oldest)
+        self._bytes += cost
+        # Evict least recently used entries, never the one just written (it fits on its
+        # own, checked above). Expired entries are not hunted down first: that would cost
+        # a scan of the whole store per write once it is full, and unread ones age out of
+        # the LRU end anyway.
+        while len(self._data) > self.max_entries or self._bytes > self.max_bytes:
+            self._remove(next(iter(self._data)))
 
     @staticmethod
     def _expiry(ttl_ms: int | None) -> float | None:
@@ -77,6 +120,7 @@ class MemoryKv:
         *,
         only_if_absent: bool = False,
     ) -> bool:
+        check_ttl(ttl_ms)
         with self._lock:
             item = (scope, key)
             if only_if_absent and self._live(item) is not None:
@@ -92,24 +136,24 @@ class MemoryKv:
             return True
 
     def keys(self, scope: str, pattern: str = "*", limit: int = 1000) -> list[str]:
+        # Listing is not a use: it must not reorder the LRU (so no _live here).
+        now = time.monotonic()
         with self._lock:
             found = [
                 key
-                for (s, key) in list(self._data)
-                if s == scope and fnmatch.fnmatchcase(key, pattern) and self._live((s, key))
+                for (s, key), entry in self._data.items()
+                if s == scope
+                and not self._expired(entry, now)
+                and fnmatch.fnmatchcase(key, pattern)
             ]
-        return sorted(found)[:limit]
+        return sorted(found)[: max(limit, 0)]
 
     def incr(self, scope: str, key: str, delta: int) -> int:
         with self._lock:
             item = (scope, key)
             entry = self._live(item)
-            current, expires = (entry[0], entry[1]) if entry else (b"0", None)
-            try:
-                number = int(current.decode("ascii")) + delta
-            except (UnicodeDecodeError, ValueError):
-                raise KvError(f"value of {key!r} is not an integer") from None
-            self._put(item, str(number).encode(), expires)
+            number = counter_value(entry[0] if entry else None, delta, key)
+            self._put(item, str(number).encode(), entry[1] if entry else None)
             return number
 
     def pttl(self, scope: str, key: str) -> int:
@@ -119,23 +163,30 @@ class MemoryKv:
                 return -2
             if entry[1] is None:
                 return -1
-            return max(0, int((entry[1] - time.monotonic()) * 1000))
+            # Never report 0 or less for a key that is still there: those read as "gone".
+            return max(1, round((entry[1] - time.monotonic()) * 1000))
 
     def expire(self, scope: str, key: str, ttl_ms: int) -> bool:
+        """A TTL of 0 or less removes the key at once (as Redis PEXPIRE does)."""
         with self._lock:
             item = (scope, key)
             entry = self._live(item)
             if entry is None:
                 return False
-            self._data[item] = (entry[0], self._expiry(ttl_ms))
+            if ttl_ms <= 0:
+                self._remove(item)
+            else:
+                self._data[item] = (entry[0], self._expiry(ttl_ms))
             return True
 
     def drop_scope(self, scope: str) -> int:
+        """Counts the live keys removed (expired ones were already absent)."""
+        now = time.monotonic()
         with self._lock:
-            doomed = [item for item in self._data if item[0] == scope]
-            for item in doomed:
+            doomed = [(item, e) for item, e in self._data.items() if item[0] == scope]
+            for item, _ in doomed:
                 self._remove(item)
-            return len(doomed)
+            return sum(1 for _, e in doomed if not self._expired(e, now))
 
     def close(self) -> None:
         with self._lock:
