@@ -5,8 +5,9 @@ Every sub-folder of examples/ holds one example: a ``<folder>.wat`` or
 ``<folder>.c``, or else the folder's only ``.wat``/``.c`` file. WAT is converted
 with ``wasmtime.wat2wasm`` (name section kept). C is compiled with Zig from PyPI
 (``python -m ziglang cc``): as a WASI command by default, or, when
-manifest.json deploys the output with ``"abi": "extism"``, as an Extism plugin
-(a reactor without WASI imports, built against the PDK header in ``pdk/``).
+manifest.json deploys the output with ``"abi": "extism"`` or ``"abi": "otoroshi"``,
+as an Extism plugin (a reactor without WASI imports, built against the PDK headers in
+``pdk/``; Otoroshi plugins may also import Otoroshi's ``proxy_*`` functions from ``env``).
 The output is written next to the source as ``<folder>/<source name>.wasm``.
 
 Usage (with the project venv's python, which has wasmtime and ziglang)::
@@ -60,6 +61,10 @@ EXTISM_C_FLAGS = [
 
 # Import namespaces an Extism example may use: the host ABI only, never WASI.
 EXTISM_NAMESPACES = ("extism:host/env", "extism:host/user")
+# An Otoroshi plugin may also import Otoroshi's host functions (env.proxy_*).
+OTOROSHI_NAMESPACES = (*EXTISM_NAMESPACES, "env.proxy_")
+# manifest.json ABIs whose C sources are built as Extism plugins -> allowed imports.
+PLUGIN_ABIS = {"extism": EXTISM_NAMESPACES, "otoroshi": OTOROSHI_NAMESPACES}
 
 # Initial memory above this many 64 KiB pages is reported as a failure in
 # --check (it would mean the stack-size flag got lost).
@@ -74,8 +79,9 @@ class BuildError(Exception):
 class Example:
     name: str  # folder name
     source: Path  # <folder>/<file>.wat or <folder>/<file>.c
-    kind: str  # "wat", "c" (WASI command) or "extism-c" (Extism plugin)
-    export: str | None = None  # for Extism plugins: the export manifest.json names
+    kind: str  # "wat", "c" (WASI command) or "extism-c" (Extism or Otoroshi plugin)
+    export: str | None = None  # for plugins: the export manifest.json names
+    namespaces: tuple[str, ...] = EXTISM_NAMESPACES  # for plugins: allowed import prefixes
 
     @property
     def output(self) -> Path:
@@ -114,8 +120,11 @@ def discover() -> list[Example]:
             continue  # e.g. pdk/: headers only
         kind = src.suffix.lstrip(".")
         entry = entries.get(f"{folder.name}/{src.stem}.wasm", {})
-        if kind == "c" and entry.get("abi") == "extism":
-            found.append(Example(folder.name, src, "extism-c", entry.get("export")))
+        abi = entry.get("abi")
+        if kind == "c" and abi in PLUGIN_ABIS:
+            found.append(
+                Example(folder.name, src, "extism-c", entry.get("export"), PLUGIN_ABIS[abi])
+            )
         else:
             found.append(Example(folder.name, src, kind))
     return found
@@ -196,14 +205,16 @@ def check_c_module(info: dict) -> None:
     check_pages(info)
 
 
-def check_extism_module(info: dict, export: str | None) -> None:
+def check_extism_module(
+    info: dict, export: str | None, namespaces: tuple[str, ...] = EXTISM_NAMESPACES
+) -> None:
     if "_start" in info["exports"]:
         raise BuildError("Extism plugin exports _start: was -mexec-model=reactor dropped?")
     if "memory" not in info["exports"]:
         raise BuildError("module does not export memory")
     if export and export not in info["exports"]:
         raise BuildError(f"plugin does not export {export!r} (the export manifest.json names)")
-    bad = [i for i in info["imports"] if not i.startswith(EXTISM_NAMESPACES)]
+    bad = [i for i in info["imports"] if not i.startswith(namespaces)]
     if bad:
         raise BuildError(
             f"unexpected imports (a plugin without WASI needs no grant): {', '.join(bad)}"
@@ -223,7 +234,7 @@ def check_module(ex: Example, info: dict) -> None:
     if ex.kind == "c":
         check_c_module(info)
     elif ex.kind == "extism-c":
-        check_extism_module(info, ex.export)
+        check_extism_module(info, ex.export, ex.namespaces)
 
 
 def rel(path: Path) -> str:

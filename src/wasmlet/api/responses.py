@@ -36,4 +36,10 @@ async def send_error(send: Send, exc: WasmletError) -> None:
 
 async def send_outcome(send: Send, outcome: Outcome) -> None:
     headers = [h for h in outcome.headers if h[0] not in _GUEST_FORBIDDEN]
+    if outcome.status in (204, 304):
+        # No body may follow these statuses: one would be read as the start of the next
+        # response on a kept-alive connection.
+        await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
     await send_bytes(send, outcome.status, headers, outcome.body)

@@ -26,6 +26,7 @@ class HttpResponse:
     status: int
     headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
     body: bytes
+    first_headers: dict[str, str]  # the same, keeping the first value (Otoroshi's rule)
 
 
 def _host_port(url: str) -> tuple[str, int] | None:
@@ -128,9 +129,13 @@ def _follow(
                 if size > cap:
                     raise HostError(f"HTTP response body exceeds {cap} bytes")
                 chunks.append(chunk)
+            first: dict[str, str] = {}
+            for key, value in resp.headers.multi_items():
+                first.setdefault(key.lower(), value)
             return HttpResponse(
                 resp.status_code,
-                {k.lower(): v for k, v in resp.headers.items()},
+                {k.lower(): v for k, v in resp.headers.multi_items()},
                 b"".join(chunks),
+                first,
             )
     raise HostError(f"HTTP request to {url}: too many redirects")

@@ -13,6 +13,7 @@ import json
 
 from wasmlet.host.context import HostContext, HostError
 from wasmlet.host.kv.base import KvError, KvStore
+from wasmlet.names import DEFAULT_NAMESPACE, namespace_of
 
 GLOBAL = 1
 MEMORY = 2
@@ -24,6 +25,15 @@ def function_scope(name: str) -> str:
     return f"fn:{name}"
 
 
+def global_scope(namespace: str) -> str:
+    """The global namespace of a tenant: shared by its functions, never by another's."""
+    return "global" if namespace == DEFAULT_NAMESPACE else f"global:{namespace}"
+
+
+def globals_of(function: str) -> str:
+    return global_scope(namespace_of(function))
+
+
 def store_for(ctx: HostContext, *, memory: bool, global_scope: bool) -> tuple[KvStore, str]:
     """The store and scope a call may use, or HostError when not granted."""
     if global_scope:
@@ -32,7 +42,9 @@ def store_for(ctx: HostContext, *, memory: bool, global_scope: bool) -> tuple[Kv
         ctx.require("kv")
     services = ctx.service()
     store = services.kv_memory if memory else services.kv_persistent
-    return store, "global" if global_scope else function_scope(ctx.function)
+    if global_scope:
+        return store, globals_of(ctx.function)
+    return store, function_scope(ctx.function)
 
 
 def check_key(ctx: HostContext, key: str) -> None:

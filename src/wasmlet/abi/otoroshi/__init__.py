@@ -1,0 +1,1 @@
+"""The Otoroshi Wasm-backend contract: an Extism plugin answering JSON-described requests."""
