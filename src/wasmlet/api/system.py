@@ -14,6 +14,7 @@ from wasmlet import __version__
 from wasmlet.api.deps import get_state
 from wasmlet.api.state import AppState
 from wasmlet.errors import InvalidRequest, PayloadTooLarge
+from wasmlet.registry.locks import registry_lock
 
 router = APIRouter(tags=["system"])
 State = Annotated[AppState, Depends(get_state)]
@@ -63,5 +64,12 @@ async def upload_blob(state: State, request: Request) -> BlobOut:
     if not data:
         raise InvalidRequest("empty body")
     candidate = await run_in_threadpool(state.deployer.parse, bytes(data))
-    digest = state.blobs.put(candidate.wasm)
+    digest = await run_in_threadpool(_put_blob, state, candidate.wasm)
     return BlobOut(digest=digest, size=len(candidate.wasm))
+
+
+def _put_blob(state: AppState, data: bytes) -> str:
+    # Under the registry lock, like deploys: garbage collection and `wasmlet doctor` never
+    # see a blob half-way in.
+    with registry_lock(state.settings.data_dir):
+        return state.blobs.put(data)
