@@ -107,7 +107,7 @@ def unique_wasm(path: Path, nonce: int) -> bytes:
 def deploy(client: httpx.Client, name: str, filename: str, data: bytes, abi: str) -> None:
     resp = client.post(
         "/api/v1/functions",
-        data={"name": name, "abi": abi},
+        data={"name": name, "abi": abi, "visibility": "public"},
         files={"file": (filename, data, "application/octet-stream")},
     )
     if resp.status_code not in (200, 201):
@@ -145,7 +145,7 @@ def bench_deploy(work: Path, p: dict[str, Any]) -> dict[str, Any]:
     try:
         server.start()
         out["server_ready_s"] = round(server.ready_s or 0, 3)
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with httpx.Client(base_url=server.url, timeout=60, headers=server.headers()) as client:
             # The server's first deploy pays for lazy imports and warm-up; counted apart.
             t0 = time.perf_counter()
             deploy(client, "warmup", "gcd.wat", unique_gcd_wat(10**6), "core")
@@ -210,7 +210,12 @@ def bench_restart(work: Path, p: dict[str, Any]) -> dict[str, Any]:
                 artifacts = len(list(cache_dir.glob("*/*.cwasm")))
                 server = wasmlet_server(work, data_dir, examples=False, label=f"wasmlet-{mode}")
                 row: dict[str, Any] = {"mode": mode, "rep": rep, "artifacts_on_disk": artifacts}
-                with server.start(), httpx.Client(base_url=server.url, timeout=60) as client:
+                with (
+                    server.start(),
+                    httpx.Client(
+                        base_url=server.url, timeout=60, headers=server.headers()
+                    ) as client,
+                ):
                     row["server_ready_ms"] = ms(server.ready_s or 0)
                     # A request for a missing function first: it opens the connection and
                     # makes the process read the registry, so the timings below are about

@@ -54,6 +54,14 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.ready_s: float | None = None
+        self.data_dir: Path | None = None  # wasmlet servers: where its admin key is
+
+    def headers(self) -> dict[str, str]:
+        """The admin key wasmlet wrote on its first start, for management calls."""
+        if self.data_dir is None:
+            return {}
+        token = (self.data_dir / "admin.key").read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
 
     def start(self, timeout_s: float = 60.0) -> Server:
         log = open(self.log_path, "wb")  # noqa: SIM115  (outlives this call; closed by the child)
@@ -164,7 +172,9 @@ def wasmlet_server(
     cmd += ["--workers", str(workers)]
     if examples:
         cmd.append("--examples")
-    return Server(label or f"wasmlet-w{workers}", cmd, port, log_dir)
+    server = Server(label or f"wasmlet-w{workers}", cmd, port, log_dir)
+    server.data_dir = data_dir
+    return server
 
 
 def peer_server(log_dir: Path, peer: str, *, workers: int = 1, args: Sequence[str] = ()) -> Server:

@@ -227,11 +227,18 @@ def check(url: str, *, expected: bytes, body: bytes | None) -> None:
         raise RuntimeError(f"{url}: expected {expected!r}, got {resp.status_code} {resp.content!r}")
 
 
-def deploy_fresh_gcd(base: str) -> dict[str, Any]:
+def deploy_fresh_gcd(base: str, headers: dict[str, str]) -> dict[str, Any]:
     data = (EXAMPLES_DIR / "gcd" / "gcd.wat").read_bytes()
     resp = httpx.post(
         base + "/api/v1/functions",
-        data={"name": FRESH_NAME, "abi": "core", "export": "gcd", "reuse": "false"},
+        headers=headers,
+        data={
+            "name": FRESH_NAME,
+            "abi": "core",
+            "export": "gcd",
+            "reuse": "false",
+            "visibility": "public",
+        },
         files={"file": ("gcd.wat", data, "application/octet-stream")},
         timeout=60,
     )
@@ -326,7 +333,7 @@ class Bench:
             self.finish(server)
 
     def fresh_vs_pooled(self, server: Server) -> None:
-        deploy_fresh_gcd(server.url)
+        deploy_fresh_gcd(server.url, server.headers())
         urls = {
             "pooled": server.url + GCD_PATH.format(name="gcd"),
             "fresh": server.url + GCD_PATH.format(name=FRESH_NAME),

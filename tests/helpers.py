@@ -12,6 +12,16 @@ from pathlib import Path
 
 import httpx
 
+# Servers started by this test process, by URL: the CLI tests look up their admin key.
+_BY_URL: dict[str, ServerProcess] = {}
+
+
+def key_for(url: str) -> str:
+    """The admin key of the test server at `url` (for CLI runs: WASMLET_API_KEY); any
+    well-formed key for a URL where no test server runs."""
+    server = _BY_URL.get(url.rstrip("/"))
+    return server.admin_key() if server else "wl_000000000000_no-server-here"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -42,10 +52,41 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+    def admin_key(self) -> str:
+        """The operator's key: written by the server's first start, or (a second server on
+        a database that already has keys) created the way `wasmlet keys create --local`
+        does."""
+        path = self.data_dir / "admin.key"
+        if not path.exists():
+            from wasmlet.auth.keys import KeyStore
+            from wasmlet.registry.db import make_engine, make_sessionmaker
+
+            url = self.database_url or f"sqlite:///{(self.data_dir / 'wasmlet.db').resolve()}"
+            engine = make_engine(url)
+            try:
+                store = KeyStore(make_sessionmaker(engine), self.data_dir)
+                _, token = store.create("default", ["admin"], "tests")
+            finally:
+                engine.dispose()
+            path.write_text(token + "\n")
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key()}"}
+
+    def client(self, *, auth: bool = True, **kwargs: object) -> httpx.Client:
+        """A client of this server, carrying the admin key unless auth=False."""
+        headers = {"Authorization": f"Bearer {self.admin_key()}"} if auth else {}
+        return httpx.Client(
+            base_url=self.url,
+            timeout=30,
+            headers=headers,
+            **kwargs,  # type: ignore[arg-type]
+        )
 
     def start(self, timeout: float = 60) -> None:
+        _BY_URL[self.url] = self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLET_")}
         env.update(self.extra_env)

@@ -35,6 +35,7 @@ def deploy_examples(settings: Settings) -> list[str]:
             data = (examples_dir() / item["file"]).read_bytes()
             # Every manifest key besides these is a spec field (config, allowed_hosts, ...).
             spec = {k: v for k, v in item.items() if k not in ("name", "file", "description")}
+            spec.setdefault("visibility", "public")  # the examples are there to be tried
             state.deployer.deploy(item["name"], data, parse_update(spec))
             deployed.append(item["name"])
     finally:

@@ -45,7 +45,19 @@ class Settings(BaseSettings):
     queue_timeout_ms: int = Field(2000, ge=0)
 
     max_module_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    # Functions a module may define, checked before compiling. Compiling costs ~65 us per
+    # function however small (measured: 100k tiny functions, 0.7 MB, take 6.4 s on an idle
+    # 2-core machine and 20 s under load), so a small module of tiny functions is a cheap
+    # way to tie up the server; everything else compile time scales with code bytes
+    # (~0.3-0.5 s per MB), which max_module_bytes bounds. Large real programs define tens of
+    # thousands of functions at most.
+    max_module_functions: int = Field(50_000, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    # A request body must have arrived completely this long after the request started, or
+    # the request ends with 408 and the connection is closed: a client trickling its body
+    # (slowloris) cannot hold a connection and a handler forever. Generous enough for a
+    # max_module_bytes upload at ~1 MB/s.
+    body_timeout_ms: int = Field(60_000, ge=1)
     max_log_bytes: int = Field(16 * 1024, ge=0)
     max_output_bytes: int = Field(64 * 1024 * 1024, ge=1)
     invocation_retention: int = Field(1000, ge=0)  # records kept per function
@@ -78,6 +90,16 @@ class Settings(BaseSettings):
     max_calls_per_invocation: int = Field(64, ge=1)
     # Outbound HTTP calls one invocation may make.
     max_http_calls_per_invocation: int = Field(64, ge=1)
+
+    # -- access control (src/wasmlet/auth) ----------------------------------------------------
+    # Quotas of every namespace but `default` (0 = unlimited), unless overridden per
+    # namespace (`wasmlet namespace quota`). Rate and concurrency are per worker process.
+    quota_requests_per_second: float = Field(0, ge=0)
+    quota_burst: int = Field(0, ge=0)
+    quota_max_concurrency: int = Field(0, ge=0)
+    quota_max_functions: int = Field(0, ge=0)
+    quota_max_module_bytes: int = Field(0, ge=0)
+    cors_origins: list[str] = []  # CORS is off unless origins are listed
 
     @property
     def db_url(self) -> str:

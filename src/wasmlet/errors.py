@@ -91,3 +91,20 @@ class Overloaded(WasmletError):
 class Conflict(WasmletError):
     code = "conflict"
     status = 409
+
+
+class RateLimited(WasmletError):
+    """A key or namespace is over its request rate or concurrency quota."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class QuotaExceeded(WasmletError):
+    """A namespace is at its limit of functions or stored module bytes."""
+
+    code = "quota_exceeded"
+    status = 403

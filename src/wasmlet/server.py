@@ -24,6 +24,46 @@ def _export_settings(settings: Settings) -> None:
             os.environ[f"WASMLET_{key.upper()}"] = str(value)
 
 
+def _bootstrap_admin_key(settings: Settings) -> None:
+    """First start: create the operator's admin key, print it once, keep it in a 0600 file."""
+    from wasmlet.auth.keys import ADMIN_KEY_FILE, KeyStore
+    from wasmlet.registry.db import make_engine, make_sessionmaker
+    from wasmlet.registry.locks import registry_lock
+
+    engine = make_engine(settings.db_url)
+    try:
+        with registry_lock(settings.data_dir):
+            token = KeyStore(make_sessionmaker(engine), settings.data_dir).bootstrap(
+                settings.data_dir
+            )
+    finally:
+        engine.dispose()
+    if token:
+        path = settings.data_dir / ADMIN_KEY_FILE
+        print(
+            f"wasmlet: created the admin API key (shown once; also in {path}, mode 0600):\n"
+            f"  {token}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _warn_if_exposed(settings: Settings) -> None:
+    """Plain HTTP on an address others can reach puts keys and data on the wire."""
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if not loopback:
+        log.warning(
+            "serving plain HTTP on %s, which is not a loopback address: API keys and "
+            "function data cross the network unencrypted; put wasmlet behind a TLS proxy",
+            settings.host,
+        )
+
+
 def _check_secret_key(settings: Settings) -> None:
     """Refuse to start with a key that cannot decrypt anything, in one clear line."""
     from wasmlet.host.secrets import SecretKeyError, load_key
@@ -54,6 +94,8 @@ def serve(settings: Settings, *, examples: bool = False) -> None:
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     migrate(settings)
     _check_secret_key(settings)
+    _bootstrap_admin_key(settings)
+    _warn_if_exposed(settings)
     if examples:
         from wasmlet.bundled import deploy_examples
 

@@ -8,7 +8,7 @@ defaults change later.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -45,6 +45,7 @@ class SpecUpdate(BaseModel):
     error_status: int | None = Field(None, ge=400, le=599)
     allowed_paths: dict[str, str] | None = None
     capabilities: list[str] | None = None
+    visibility: Literal["public", "private"] | None = None
     allowed_methods: list[str] | None = None
     http_timeout_ms: int | None = Field(None, ge=1)
 
@@ -142,6 +143,9 @@ class FunctionSpec(BaseModel):
     # the time left in the call).
     allowed_methods: list[str] = []
     http_timeout_ms: int = 10_000
+    # `public`: anyone may invoke it; `private`: only keys with the invoke scope of its
+    # namespace (api/access.py).
+    visibility: Literal["public", "private"] = "private"
 
     def grants(self, capability: str) -> bool:
         return capability in self.capabilities

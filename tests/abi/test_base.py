@@ -11,7 +11,7 @@ from wasmlet.errors import InvalidRequest
 
 
 def test_known_abis() -> None:
-    assert set(ABIS) == {"core", "wasi-cgi", "extism"}
+    assert set(ABIS) == {"core", "wasi-cgi", "extism", "otoroshi"}
     assert isinstance(get_abi("core"), CoreAbi)
     assert isinstance(get_abi("wasi-cgi"), WasiCgiAbi)
     assert get_abi("core") is get_abi("core")

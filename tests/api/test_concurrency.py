@@ -17,7 +17,9 @@ CALLERS = 100
 
 async def _gather(server: ServerProcess, make_call) -> list:
     limits = httpx.Limits(max_connections=CALLERS + 10, max_keepalive_connections=CALLERS + 10)
-    async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=30, limits=limits, headers=server.auth_headers()
+    ) as client:
         return await asyncio.gather(*(make_call(client, k) for k in range(1, CALLERS + 1)))
 
 

@@ -437,6 +437,7 @@ def test_extism_options_as_form_fields(client: httpx.Client, web: str) -> None:
 def test_cli_deploy_with_config_and_allowed_host(api_server, web: str) -> None:
     name = unique("cli-fetch")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLET_")}
+    env["WASMLET_API_KEY"] = api_server.admin_key()
     cmd = [sys.executable, "-m", "wasmlet", "deploy", name, str(FETCH), "--abi", "extism"]
     cmd += ["--export", "fetch", "--config", "unused=1", "--allowed-host", "127.0.0.*"]
     cmd += ["--url", api_server.url]

@@ -33,7 +33,9 @@ def test_infinite_loop_times_out_while_others_answer(api_server: ServerProcess) 
         assert result_of(invoke(client, "gcd", [2, 4])) == 2  # warm
 
     async def scenario() -> tuple[httpx.Response, float, list[tuple[float, httpx.Response]], bool]:
-        async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=api_server.url, timeout=30, headers=api_server.auth_headers()
+        ) as client:
             started = time.monotonic()
             loop_call = asyncio.create_task(client.post(f"/api/v1/functions/{loop_name}/invoke"))
 
@@ -85,7 +87,9 @@ def test_two_loops_at_once_both_time_out(api_server: ServerProcess) -> None:
         assert result_of(invoke(client, "gcd", [2, 4])) == 2
 
     async def both() -> tuple[float, list[httpx.Response]]:
-        async with httpx.AsyncClient(base_url=api_server.url, timeout=30) as client:
+        async with httpx.AsyncClient(
+            base_url=api_server.url, timeout=30, headers=api_server.auth_headers()
+        ) as client:
             t0 = time.monotonic()
             calls = [client.post(f"/api/v1/functions/{name}/invoke") for _ in range(2)]
             responses = await asyncio.gather(*calls)

@@ -23,7 +23,9 @@ def test_full_pool_answers_503_with_retry_after_then_recovers(tmp_path: Path) ->
             assert deploy(c, fast, GCD_WAT, export="gcd").status_code == 201
 
         async def scenario() -> tuple[httpx.Response, httpx.Response, float, httpx.Response]:
-            async with httpx.AsyncClient(base_url=server.url, timeout=30) as ac:
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=30, headers=server.auth_headers()
+            ) as ac:
                 hog = asyncio.create_task(ac.post(f"/api/v1/functions/{slow}/invoke", json={}))
                 await asyncio.sleep(0.5)  # the hog now holds the only slot (off-loop)
                 started = time.monotonic()

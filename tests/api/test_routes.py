@@ -347,7 +347,10 @@ def test_routes_reach_every_worker_and_survive_a_restart(server_factory: Callabl
     for i in range(12):
         resp = httpx.get(f"{server.url}/?name=W{i}", headers={"Host": "geo.localhost"})
         assert resp.text == f"Hello, W{i}!\n"
-    assert httpx.delete(f"{server.url}{API}/{route['id']}").status_code == 200
+    assert (
+        httpx.delete(f"{server.url}{API}/{route['id']}", headers=server.auth_headers()).status_code
+        == 200
+    )
     for _ in range(12):
         resp = httpx.get(f"{server.url}/", headers={"Host": "geo.localhost"})
         assert_error(resp, 404, "not_found")

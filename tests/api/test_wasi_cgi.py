@@ -133,7 +133,7 @@ def test_hello_reads_query_then_body(client: httpx.Client) -> None:
 
 def test_guest_sees_cgi_variables_and_nothing_else(client: httpx.Client) -> None:
     name = unique("env")
-    deployed(client, name, ENV_DUMP, env=["GREETING=hi there", "MODE=test"])
+    deployed(client, name, ENV_DUMP, env=["GREETING=hi there", "MODE=test"], visibility="public")
     resp = client.post(
         f"/fn/{name}/some/path?q=1&r=2",
         content=b"abc",

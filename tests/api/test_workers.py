@@ -50,7 +50,9 @@ async def _many(server: ServerProcess, name: str) -> list[tuple]:
     """CALLS invocations, 20 at a time, each on a fresh connection so both workers take some."""
     headers = {"connection": "close"}
     sem = asyncio.Semaphore(20)
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=30, headers=server.auth_headers()
+    ) as client:
 
         async def call(k: int) -> tuple[int, int, str]:
             async with sem:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ServerProcess, free_port
+from tests.helpers import ServerProcess, free_port, key_for
 from wasmlet.cli.commands import _core_body, _signature
 
 pytestmark = pytest.mark.integration
@@ -40,6 +40,8 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """`wasmlet ARGS --url URL` as a subprocess; stdout and stderr decoded."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("WASMLET_")}
+    if url is not None:
+        base["WASMLET_API_KEY"] = key_for(url)
     base.update(env or {})
     cmd = [sys.executable, "-m", "wasmlet", *args]
     if url is not None:
@@ -180,7 +182,7 @@ def test_ls(url: str, deployed: dict[str, str]) -> None:
 
 
 def test_url_from_environment(url: str, deployed: dict[str, str]) -> None:
-    result = run("ls", "--json", env={"WASMLET_URL": url})
+    result = run("ls", "--json", env={"WASMLET_URL": url, "WASMLET_API_KEY": key_for(url)})
     assert result.returncode == 0, result.stderr
     assert "gcd" in {f["name"] for f in json.loads(result.stdout)}
 

@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 import wasmlet.cli.kv_commands  # noqa: F401  (registers `kv` on the app)
-from tests.helpers import ServerProcess, free_port
+from tests.helpers import ServerProcess, free_port, key_for
 from wasmlet.cli import app
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,9 @@ class Ran:
 
 def run(*args: str, url: str, stdin: bytes | None = None) -> Ran:
     """`wasmlet kv ARGS --url URL`, in-process."""
-    result = CliRunner().invoke(app, ["kv", *args, "--url", url], input=stdin)
+    result = CliRunner().invoke(
+        app, ["kv", *args, "--url", url], input=stdin, env={"WASMLET_API_KEY": key_for(url)}
+    )
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Ran(result.exit_code, result.stdout_bytes, result.stderr)
@@ -66,6 +68,7 @@ def run(*args: str, url: str, stdin: bytes | None = None) -> Ran:
 def run_process(*args: str, url: str, stdin: bytes | None = None) -> Ran:
     """`wasmlet kv ARGS --url URL` as a real subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLET_")}
+    env["WASMLET_API_KEY"] = key_for(url)
     cmd = [sys.executable, "-m", "wasmlet", "kv", *args, "--url", url]
     proc = subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=30)
     return Ran(proc.returncode, proc.stdout, proc.stderr.decode())
@@ -151,7 +154,8 @@ def test_values_from_stdin_and_files(url: str, ns: str, tmp_path: Path) -> None:
 def test_ttl(url: str, ns: str) -> None:
     out = ok("set", ns, "session", "x", "--ttl-ms", "600000", url=url)
     assert out == f"{ns}/session: stored 1 bytes, expires in 600000 ms\n".encode()
-    left = httpx.get(f"{url}/api/v1/kv/{ns}/session").headers["x-wasmlet-ttl-ms"]
+    auth = {"Authorization": f"Bearer {key_for(url)}"}
+    left = httpx.get(f"{url}/api/v1/kv/{ns}/session", headers=auth).headers["x-wasmlet-ttl-ms"]
     assert 590_000 < int(left) <= 600_000
     stored = json.loads(ok("set", ns, "j", "v", "--ttl-ms", "5000", "--json", url=url))
     assert stored == {"namespace": ns, "key": "j", "size": 1, "ttl_ms": 5000}

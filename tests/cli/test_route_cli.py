@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, key_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def run(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLET_")}
-    env["COLUMNS"] = "200"  # one table row per route, whatever the terminal
+    env["COLUMNS"] = "200"
+    env["WASMLET_API_KEY"] = key_for(url)  # one table row per route, whatever the terminal
     return subprocess.run(
         [sys.executable, "-m", "wasmlet", "route", *args, "--url", url],
         capture_output=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, key_for
 from wasmlet.config import Settings
 from wasmlet.host.secrets import SecretStore
 from wasmlet.registry.db import make_engine
@@ -59,6 +59,7 @@ def run(
     cmd = [sys.executable, "-m", "wasmlet", *args]
     if url is not None:
         cmd += ["--url", url]
+        env["WASMLET_API_KEY"] = key_for(url)
     proc = subprocess.run(cmd, input=stdin, capture_output=True, env=env, timeout=30)
     return subprocess.CompletedProcess(
         proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
@@ -173,6 +174,7 @@ def test_a_terminal_gets_a_prompt_that_does_not_echo(
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("WASMLET_")}
+    env["WASMLET_API_KEY"] = server.admin_key()
     proc = subprocess.Popen(
         [sys.executable, "-m", "wasmlet", "secret", "set", name, "TOKEN", "--url", server.url],
         stdin=slave, stdout=slave, stderr=slave, env=env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -55,6 +56,15 @@ class Outcome:
     headers: list[tuple[bytes, bytes]]  # lower-case names, as sent on the wire
     body: bytes
     logs: bytes = b""
+
+
+def is_json(data: bytes) -> bool:
+    """Whether output promised as JSON is JSON (UTF-8, any nesting the parser takes)."""
+    try:
+        json.loads(data)
+        return True
+    except (ValueError, RecursionError):
+        return False
 
 
 class Abi(Protocol):

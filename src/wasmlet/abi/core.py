@@ -82,7 +82,7 @@ def _arguments(inv: Invocation) -> Any:
     if inv.body:
         try:
             data = json.loads(inv.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting deeper than the parser's recursion
             raise InvalidRequest("request body is not valid JSON", status=400) from None
         if isinstance(data, dict) and "args" in data:
             return data["args"]

@@ -24,6 +24,7 @@ from wasmlet.spec import FunctionSpec
 
 _HEADER_LIMIT = 64 * 1024
 _TOKEN = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # header values allow tab, not these
 _SKIPPED_HEADERS = {"content-type", "content-length", "authorization", "proxy-authorization"}
 
 
@@ -154,6 +155,8 @@ def parse_cgi_response(out: bytes) -> Outcome:
                 raise GuestError(f"guest sent an invalid CGI Status header: {value!r}")
             status = int(code)
         else:
+            if _CONTROL.search(value):  # would break the response framing on the wire
+                raise GuestError(f"guest sent a control character in header {name.decode()!r}")
             headers.append((lname, value))
     if status == 200 and any(k == b"location" for k, _ in headers):
         status = 302  # CGI: a Location without Status is a redirect

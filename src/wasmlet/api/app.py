@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from wasmlet import __version__
-from wasmlet.api import compat, functions, kv, routes, secrets, system
+from wasmlet.api import compat, functions, keys, kv, routes, secrets, system
 from wasmlet.api.hotpath import HotPath
 from wasmlet.api.openapi import HOT_PATHS
 from wasmlet.api.state import AppState, build_state
@@ -93,6 +93,7 @@ def build_app(state: AppState) -> HotPath:
     api.include_router(routes.router)
     api.include_router(kv.router)
     api.include_router(secrets.router)
+    api.include_router(keys.router)
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
@@ -109,6 +110,15 @@ def build_app(state: AppState) -> HotPath:
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
+    if state.settings.cors_origins:  # off unless origins are configured
+        from fastapi.middleware.cors import CORSMiddleware
+
+        api.add_middleware(
+            CORSMiddleware,
+            allow_origins=state.settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     return HotPath(api, state)
 
 

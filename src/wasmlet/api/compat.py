@@ -14,8 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
+from wasmlet.api.access import caller, own_name, shown, visible
 from wasmlet.api.deps import get_state
 from wasmlet.api.state import AppState
+from wasmlet.auth.keys import Principal
 from wasmlet.errors import InvalidRequest, NotFound
 from wasmlet.names import check_name
 from wasmlet.registry.blobs import is_digest
@@ -23,6 +25,7 @@ from wasmlet.spec import SpecUpdate
 
 router = APIRouter(prefix="/function", tags=["wasmengine-compat"])
 State = Annotated[AppState, Depends(get_state)]
+Caller = Annotated[Principal, Depends(caller)]
 
 
 class DeployBody(BaseModel):
@@ -67,8 +70,8 @@ def _image_bytes(state: AppState, image: str) -> bytes:
 
 
 @router.post("/deploy", response_model=CompatMessage, summary="WasmEngine: deploy")
-def deploy(state: State, body: DeployBody) -> CompatMessage:
-    name = check_name(body.function_name)
+def deploy(state: State, principal: Caller, body: DeployBody) -> CompatMessage:
+    name = own_name(principal, check_name(body.function_name))
     data = _image_bytes(state, body.function_image)
     if not body.wasi_cap:
         candidate = state.deployer.parse(data)
@@ -79,30 +82,32 @@ def deploy(state: State, body: DeployBody) -> CompatMessage:
             raise InvalidRequest(f"module imports WASI ({wasi[0]}, ...) but wasi_cap is false")
     view, _ = state.deployer.deploy(name, data, SpecUpdate())
     digest = view.active_version.digest if view.active_version else None
-    return CompatMessage(function_name=name, message="deployed", digest=digest)
+    return CompatMessage(function_name=shown(name), message="deployed", digest=digest)
 
 
 @router.post("/delete", response_model=CompatMessage, summary="WasmEngine: delete")
-def delete(state: State, body: NameBody) -> CompatMessage:
-    name = check_name(body.function_name)
+def delete(state: State, principal: Caller, body: NameBody) -> CompatMessage:
+    name = own_name(principal, check_name(body.function_name))
     state.deployer.delete(name)
-    return CompatMessage(function_name=name, message="deleted")
+    return CompatMessage(function_name=shown(name), message="deleted")
 
 
 @router.get("/list", response_model=CompatList, summary="WasmEngine: list")
-def list_functions(state: State) -> CompatList:
+def list_functions(state: State, principal: Caller) -> CompatList:
     return CompatList(
         functions=[
-            CompatFunction(function_name=f.name, digest=v.digest, abi=v.abi, exports=v.exports)
+            CompatFunction(
+                function_name=shown(f.name), digest=v.digest, abi=v.abi, exports=v.exports
+            )
             for f in state.repo.list_functions()
-            if (v := f.active_version) is not None
+            if (v := f.active_version) is not None and visible(principal, f.name)
         ]
     )
 
 
 @router.post("/query", response_model=CompatFunction, summary="WasmEngine: query")
-def query(state: State, body: NameBody) -> CompatFunction:
-    v = state.repo.active_version(check_name(body.function_name))
+def query(state: State, principal: Caller, body: NameBody) -> CompatFunction:
+    v = state.repo.active_version(own_name(principal, check_name(body.function_name)))
     return CompatFunction(
         function_name=body.function_name, digest=v.digest, abi=v.abi, exports=v.exports
     )

@@ -12,8 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 from pydantic import BaseModel
 
+from wasmlet.api.access import caller, function_name, own_name, shown, visible
 from wasmlet.api.deps import get_state
 from wasmlet.api.state import AppState
+from wasmlet.auth.keys import Principal
 from wasmlet.errors import InvalidRequest, PayloadTooLarge
 from wasmlet.names import check_name
 from wasmlet.registry.views import FunctionView, InvocationView, VersionView
@@ -21,6 +23,8 @@ from wasmlet.spec import parse_update
 
 router = APIRouter(prefix="/api/v1/functions", tags=["functions"])
 State = Annotated[AppState, Depends(get_state)]
+Caller = Annotated[Principal, Depends(caller)]
+FnName = Annotated[str, Depends(function_name)]
 
 
 class FunctionList(BaseModel):
@@ -80,6 +84,7 @@ def paths(values: list[str] | None) -> dict[str, str] | None:
 )
 def deploy(
     state: State,
+    principal: Caller,
     response: Response,
     name: Annotated[str, Form(max_length=200)],
     file: Annotated[UploadFile, File(description=".wasm or .wat module")],
@@ -102,6 +107,9 @@ def deploy(
     allowed_path: Annotated[
         list[str] | None, Form(description="SUBDIR:GUEST_PATH (ro:SUBDIR read-only), repeatable")
     ] = None,
+    visibility: Annotated[
+        str | None, Form(description="public (no key needed to invoke) or private")
+    ] = None,
     capability: Annotated[
         list[str] | None,
         Form(description="grant a host capability: kv, kv:global, http, call:NAME; repeatable"),
@@ -118,7 +126,7 @@ def deploy(
         list[str] | None, Form(description="the name of each `module` part, in order")
     ] = None,
 ) -> FunctionView:
-    check_name(name)
+    name = own_name(principal, check_name(name))
     fields: dict[str, Any] = {}
     if spec:
         try:
@@ -145,6 +153,7 @@ def deploy(
         "error_status": error_status,
         "allowed_paths": paths(allowed_path),
         "capabilities": capability,
+        "visibility": visibility,
         "allowed_methods": allowed_method,
         "http_timeout_ms": http_timeout_ms,
     }.items():
@@ -167,17 +176,19 @@ def deploy(
                 raise PayloadTooLarge(f"module {part_name!r} exceeds the {limit}-byte limit")
     view, created = state.deployer.deploy(name, data, update, extras)
     response.status_code = 201 if created else 200
-    return view
+    return _shown(view)
 
 
 @router.get("", response_model=FunctionList, summary="List functions")
-def list_functions(state: State) -> FunctionList:
-    return FunctionList(functions=state.repo.list_functions())
+def list_functions(state: State, principal: Caller) -> FunctionList:
+    return FunctionList(
+        functions=[_shown(v) for v in state.repo.list_functions() if visible(principal, v.name)]
+    )
 
 
 @router.get("/{name}", response_model=FunctionView, summary="Describe a function")
-def get_function(state: State, name: str) -> FunctionView:
-    return state.repo.get_function(check_name(name))
+def get_function(state: State, name: FnName) -> FunctionView:
+    return _shown(state.repo.get_function(name))
 
 
 @router.patch(
@@ -185,34 +196,41 @@ def get_function(state: State, name: str) -> FunctionView:
     response_model=FunctionView,
     summary="Change limits or config: a new version of the same module, no re-upload",
 )
-def patch_function(state: State, name: str, body: dict[str, Any]) -> FunctionView:
-    return state.deployer.patch(check_name(name), parse_update(body))
+def patch_function(state: State, name: FnName, body: dict[str, Any]) -> FunctionView:
+    return _shown(state.deployer.patch(name, parse_update(body)))
 
 
 @router.delete("/{name}", response_model=Deleted, summary="Delete a function and its versions")
-def delete_function(state: State, name: str) -> Deleted:
-    removed = state.deployer.delete(check_name(name))
-    return Deleted(deleted=name, blobs_removed=removed)
+def delete_function(state: State, name: FnName) -> Deleted:
+    removed = state.deployer.delete(name)
+    return Deleted(deleted=shown(name), blobs_removed=removed)
 
 
 @router.get("/{name}/versions", response_model=VersionList, summary="Version history")
-def list_versions(state: State, name: str) -> VersionList:
-    return VersionList(versions=state.repo.versions(check_name(name)))
+def list_versions(state: State, name: FnName) -> VersionList:
+    return VersionList(versions=state.repo.versions(name))
 
 
 @router.post(
     "/{name}/rollback", response_model=FunctionView, summary="Make an earlier version active"
 )
-def rollback(state: State, name: str, body: RollbackBody) -> FunctionView:
-    return state.deployer.rollback(check_name(name), body.digest)
+def rollback(state: State, name: FnName, body: RollbackBody) -> FunctionView:
+    return _shown(state.deployer.rollback(name, body.digest))
 
 
 @router.get(
     "/{name}/invocations", response_model=InvocationList, summary="Recent invocation records"
 )
 def invocations(
-    state: State, name: str, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+    state: State, name: FnName, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> InvocationList:
     state.meter.flush()
-    state.repo.get_function(check_name(name))
-    return InvocationList(invocations=state.repo.invocations(name, limit))
+    state.repo.get_function(name)
+    records = state.repo.invocations(name, limit)
+    return InvocationList(
+        invocations=[r.model_copy(update={"function": shown(name)}) for r in records]
+    )
+
+
+def _shown(view: FunctionView) -> FunctionView:
+    return view.model_copy(update={"name": shown(view.name)})

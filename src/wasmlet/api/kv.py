@@ -48,8 +48,13 @@ from wasmlet.names import is_valid_name
 
 log = logging.getLogger("wasmlet.kv")
 
+from wasmlet.api.access import caller, own_name  # noqa: E402
+from wasmlet.auth.keys import Principal  # noqa: E402
+from wasmlet.host.kv_capability import global_scope  # noqa: E402
+
 router = APIRouter(prefix="/api/v1/kv", tags=["kv"])
 State = Annotated[AppState, Depends(get_state)]
+Caller = Annotated[Principal, Depends(caller)]
 Namespace = Annotated[
     str,
     Path(description="`global`, or a function name (also as `fn:<name>`) for its own keys"),
@@ -98,13 +103,14 @@ class Counter(BaseModel):
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def scope_of(namespace: str) -> str:
-    """The store scope a URL namespace names; InvalidRequest for anything else."""
+def scope_of(namespace: str, principal: Principal) -> str:
+    """The store scope a URL namespace names, inside the caller's tenant (its own global
+    namespace, its own functions); InvalidRequest for anything else."""
     if namespace == "global":
-        return "global"
+        return global_scope(principal.namespace)
     name = namespace.removeprefix("fn:")
     if is_valid_name(name):
-        return f"fn:{name}"
+        return f"fn:{own_name(principal, name)}"
     raise InvalidRequest(
         f"invalid namespace {namespace!r}: use 'global' or a function name "
         "(1-63 characters of a-z 0-9 - _ . starting with a letter or digit)",
@@ -177,13 +183,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
 @router.get("/{namespace}/keys", response_model=KeyList, summary="List keys")
 def list_keys(
     state: State,
+    principal: Caller,
     namespace: Namespace,
     pattern: Annotated[
         str, Query(max_length=2048, description="Glob: `*`, `?`, `[abc]`, `[!abc]`")
     ] = "*",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> KeyList:
-    scope = scope_of(namespace)
+    scope = scope_of(namespace, principal)
     keys = _call(lambda: _store(state).keys(scope, pattern, limit))
     return KeyList(namespace=namespace, keys=keys)
 
@@ -196,11 +203,12 @@ def list_keys(
 )
 def increment(
     state: State,
+    principal: Caller,
     namespace: Namespace,
     key: Key,
     body: Annotated[IncrBody | None, Body()] = None,
 ) -> Counter:
-    scope = scope_of(namespace)
+    scope = scope_of(namespace, principal)
     check_key(key, state)
     by = body.by if body else 1
     value = _call(lambda: _store(state).incr(scope, key, by), refused=Conflict)
@@ -226,8 +234,8 @@ def increment(
         404: {"description": "No such key (or it expired)"},
     },
 )
-def read_value(state: State, namespace: Namespace, key: Key) -> Response:
-    scope = scope_of(namespace)
+def read_value(state: State, principal: Caller, namespace: Namespace, key: Key) -> Response:
+    scope = scope_of(namespace, principal)
     check_key(key, state)
     store = _store(state)
     value = _call(lambda: store.get(scope, key))
@@ -261,6 +269,7 @@ _RAW_BODY: dict[str, Any] = {
 async def write_value(
     request: Request,
     state: State,
+    principal: Caller,
     namespace: Namespace,
     key: Key,
     ttl_ms: Annotated[
@@ -270,7 +279,7 @@ async def write_value(
         bool, Query(description="Only write when the key does not exist (else 409)")
     ] = False,
 ) -> Stored:
-    scope = scope_of(namespace)
+    scope = scope_of(namespace, principal)
     check_key(key, state)
     value = await _read_body(request, state.settings.kv_max_value_bytes)
     store = _store(state)
@@ -284,7 +293,7 @@ async def write_value(
 
 
 @router.delete("/{namespace}/{key:path}", response_model=Deleted, summary="Delete a key")
-def delete_value(state: State, namespace: Namespace, key: Key) -> Deleted:
-    scope = scope_of(namespace)
+def delete_value(state: State, principal: Caller, namespace: Namespace, key: Key) -> Deleted:
+    scope = scope_of(namespace, principal)
     check_key(key, state)
     return Deleted(deleted=_call(lambda: _store(state).delete(scope, key)))

@@ -22,7 +22,7 @@ _ERROR = {
         }
     },
 }
-_ERRORS = {str(s): _ERROR for s in (400, 404, 405, 413, 422, 500, 503, 504)}
+_ERRORS = {str(s): _ERROR for s in (400, 401, 403, 404, 405, 408, 413, 422, 429, 500, 503, 504)}
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _RAW = {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
 _INVOKE_BODY = {
@@ -41,7 +41,10 @@ _INVOKE_BODY = {
 _RESULT = {
     "description": "The function's answer: {\"result\": ...} for core functions, the guest's "
     "own response otherwise",
-    **_RAW,
+    "content": {
+        "application/json": {"schema": {}},
+        "*/*": {"schema": {"type": "string", "format": "binary"}},
+    },
 }
 
 

@@ -15,15 +15,18 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from wasmlet.api.access import caller, own_name, shown, visible
 from wasmlet.api.deps import get_state
 from wasmlet.api.router import METHODS, RESERVED, is_reserved
 from wasmlet.api.state import AppState
-from wasmlet.errors import InvalidRequest
+from wasmlet.auth.keys import Principal
+from wasmlet.errors import InvalidRequest, NotFound
 from wasmlet.names import is_valid_name
 from wasmlet.registry.routes import RouteStore, RouteView
 
 router = APIRouter(prefix="/api/v1/routes", tags=["routes"])
 State = Annotated[AppState, Depends(get_state)]
+Caller = Annotated[Principal, Depends(caller)]
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _HOST_RE = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
@@ -132,9 +135,23 @@ def _store(state: AppState) -> RouteStore:
     return RouteStore(state.repo.sessions)
 
 
+def _own(state: AppState, principal: Principal, route_id: int) -> RouteView:
+    """A route of the caller's namespace; others' routes do not exist for it."""
+    route = _store(state).get(route_id)
+    if not visible(principal, route.function):
+        raise NotFound(f"route {route_id} not found")
+    return route
+
+
+def _shown(route: RouteView) -> RouteView:
+    return route.model_copy(update={"function": shown(route.function)})
+
+
 @router.get("", response_model=RouteList, summary="List gateway routes")
-def list_routes(state: State) -> RouteList:
-    return RouteList(routes=_store(state).list_routes())
+def list_routes(state: State, principal: Caller) -> RouteList:
+    return RouteList(
+        routes=[_shown(r) for r in _store(state).list_routes() if visible(principal, r.function)]
+    )
 
 
 @router.post(
@@ -144,7 +161,7 @@ def list_routes(state: State) -> RouteList:
     summary="Add a gateway route",
     responses={409: {"description": "A route already matches the same requests"}},
 )
-def add_route(state: State, body: RouteIn) -> RouteView:
+def add_route(state: State, principal: Caller, body: RouteIn) -> RouteView:
     host = body.host or ""
     if not host and is_reserved(body.path):
         raise InvalidRequest(
@@ -155,20 +172,21 @@ def add_route(state: State, body: RouteIn) -> RouteView:
         host=host,
         path=body.path,
         methods=body.methods,
-        function=body.function,
+        function=own_name(principal, body.function),
         strip_prefix=body.strip_prefix,
     )
     state.changes.bump()
-    return route
+    return _shown(route)
 
 
 @router.get("/{route_id}", response_model=RouteView, summary="Describe a gateway route")
-def get_route(state: State, route_id: int) -> RouteView:
-    return _store(state).get(route_id)
+def get_route(state: State, principal: Caller, route_id: int) -> RouteView:
+    return _shown(_own(state, principal, route_id))
 
 
 @router.delete("/{route_id}", response_model=RouteDeleted, summary="Delete a gateway route")
-def delete_route(state: State, route_id: int) -> RouteDeleted:
+def delete_route(state: State, principal: Caller, route_id: int) -> RouteDeleted:
+    _own(state, principal, route_id)
     _store(state).delete(route_id)
     state.changes.bump()
     return RouteDeleted(deleted=route_id)

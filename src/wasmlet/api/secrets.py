@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
+from wasmlet.api.access import function_name, shown
 from wasmlet.api.deps import get_state
 from wasmlet.api.state import AppState
 from wasmlet.errors import NotFound, WasmletError
@@ -21,6 +22,7 @@ from wasmlet.registry.views import UtcDatetime
 
 router = APIRouter(prefix="/api/v1/functions", tags=["secrets"])
 State = Annotated[AppState, Depends(get_state)]
+FnName = Annotated[str, Depends(function_name)]
 
 
 class SecretValue(BaseModel):
@@ -59,22 +61,22 @@ def _store(state: AppState) -> SecretStore:
     response_model=SecretSet,
     summary="Create or replace a secret (the function need not be deployed yet)",
 )
-def set_secret(state: State, name: str, key: str, body: SecretValue) -> SecretSet:
+def set_secret(state: State, name: FnName, key: str, body: SecretValue) -> SecretSet:
     info = _store(state).set(check_function(name), check_key(key), body.value)
-    return SecretSet(function=name, key=info.key, updated_at=info.updated_at)
+    return SecretSet(function=shown(name), key=info.key, updated_at=info.updated_at)
 
 
 @router.get("/{name}/secrets", response_model=SecretList, summary="List a function's secret keys")
-def list_secrets(state: State, name: str) -> SecretList:
+def list_secrets(state: State, name: FnName) -> SecretList:
     infos = _store(state).list_keys(check_function(name))
     return SecretList(
-        function=name,
+        function=shown(name),
         secrets=[SecretEntry(key=i.key, updated_at=i.updated_at) for i in infos],
     )
 
 
 @router.delete("/{name}/secrets/{key}", response_model=SecretDeleted, summary="Delete a secret")
-def delete_secret(state: State, name: str, key: str) -> SecretDeleted:
+def delete_secret(state: State, name: FnName, key: str) -> SecretDeleted:
     if not _store(state).delete(check_function(name), check_key(key)):
-        raise NotFound(f"function {name!r} has no secret {key!r}")
+        raise NotFound(f"function {shown(name)!r} has no secret {key!r}")
     return SecretDeleted(deleted=True)

@@ -6,6 +6,9 @@ import fcntl
 from dataclasses import dataclass
 from pathlib import Path
 
+from wasmlet.api.access import Access
+from wasmlet.auth.keys import KeyStore
+from wasmlet.auth.quotas import Limiter, deploy_check
 from wasmlet.config import Settings
 from wasmlet.host.services import HostServices, build_services
 from wasmlet.metering import Meter
@@ -28,6 +31,9 @@ class AppState:
     meter: Meter
     invoker: Invoker
     services: HostServices
+    keys: KeyStore
+    limiter: Limiter
+    access: Access
 
     def close(self) -> None:
         self.invoker.close()
@@ -64,4 +70,22 @@ def build_state(settings: Settings) -> AppState:
     invoker = Invoker(
         settings, runtime, repo, blobs, ChangeSignal(settings.data_dir), meter, services
     )
-    return AppState(settings, repo, blobs, changes, runtime, deployer, meter, invoker, services)
+    sessions = make_sessionmaker(engine)
+    keys = KeyStore(sessions, settings.data_dir)
+    limiter = Limiter(settings, sessions)
+    deployer.check_quota = deploy_check(limiter, repo.namespace_usage)
+    access = Access(keys, limiter, runtime.executor)
+    return AppState(
+        settings,
+        repo,
+        blobs,
+        changes,
+        runtime,
+        deployer,
+        meter,
+        invoker,
+        services,
+        keys,
+        limiter,
+        access,
+    )

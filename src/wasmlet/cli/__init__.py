@@ -47,6 +47,7 @@ def main() -> None:
     from wasmlet.cli import (  # noqa: F401
         commands,
         doctor_command,
+        key_commands,
         kv_commands,
         route_commands,
         secret_commands,

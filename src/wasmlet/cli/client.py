@@ -7,8 +7,10 @@ error code and message the server sent (`{"error": {"code", "message"}}`), or
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +24,19 @@ _TIMEOUT = httpx.Timeout(300.0, connect=5.0, pool=5.0)
 _UPLOAD_CHUNK = 64 * 1024
 
 Progress = Callable[[int, int], None]  # (bytes sent so far, total bytes)
+
+
+def find_api_key() -> str | None:
+    """`$WASMLET_API_KEY`, else the admin key the server wrote on first start into
+    `<data dir>/admin.key` (data dir: `$WASMLET_DATA_DIR`, default `./.wasmlet`)."""
+    explicit = os.environ.get("WASMLET_API_KEY")
+    if explicit:
+        return explicit.strip()
+    path = Path(os.environ.get("WASMLET_DATA_DIR", ".wasmlet")) / "admin.key"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 class ClientError(Exception):
@@ -78,9 +93,18 @@ def _error_body(response: httpx.Response) -> tuple[str, str] | None:
 
 
 class Client:
-    def __init__(self, url: str = DEFAULT_URL, *, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
+    ):
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=_TIMEOUT, transport=transport)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = httpx.Client(
+            base_url=self.url, timeout=_TIMEOUT, transport=transport, headers=headers
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -25,7 +25,14 @@ from rich.table import Table
 from rich.text import Text
 
 from wasmlet.cli import app
-from wasmlet.cli.client import DEFAULT_URL, ApiError, Client, ClientError, Unreachable
+from wasmlet.cli.client import (
+    DEFAULT_URL,
+    ApiError,
+    Client,
+    ClientError,
+    Unreachable,
+    find_api_key,
+)
 from wasmlet.cli.manifest import ManifestError, load_manifest
 
 Url = Annotated[
@@ -54,7 +61,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 @contextmanager
 def _client(url: str) -> Iterator[Client]:
     try:
-        with Client(url) as client:
+        with Client(url, api_key=find_api_key()) as client:
             yield client
     except Unreachable as exc:
         _fail(f"cannot reach wasmlet at {exc.url} (is 'wasmlet serve' running?)")
@@ -169,6 +176,14 @@ def deploy(
         list[str] | None,
         typer.Option("--allowed-path", help="extism+wasi: SUBDIR:/guest preopen, repeatable"),
     ] = None,
+    public: Annotated[
+        bool | None,
+        typer.Option(
+            "--public/--private",
+            help="Invocable without a key, or only with an invoke key [default: private]",
+            show_default=False,
+        ),
+    ] = None,
     capability: Annotated[
         list[str] | None,
         typer.Option(
@@ -212,6 +227,7 @@ def deploy(
         ("content_type", content_type),
         ("error_status", error_status),
         ("http_timeout_ms", http_timeout_ms),
+        ("visibility", None if public is None else "public" if public else "private"),
     ):
         if value is not None:
             fields.append((key, str(value)))
@@ -430,6 +446,7 @@ def info(
     row("env", ", ".join(f"{k}={v}" for k, v in (spec.get("env") or {}).items()) or "-")
     row("allowed hosts", ", ".join(spec.get("allowed_hosts") or []) or "-")
     row("capabilities", ", ".join(spec.get("capabilities") or []) or "-")
+    row("visibility", spec.get("visibility", "private"))
     section("exports")
     for export, sig in (version.get("exports") or {}).items():
         marker = "  (default)" if export == spec.get("export") else ""

@@ -23,6 +23,7 @@ import wasmtime
 
 from wasmlet.host.catalog import CATALOG, HostFn, granted
 from wasmlet.host.context import HostContext, HostError, attach, context_of
+from wasmlet.runtime.fastcall import guarded
 from wasmlet.spec import FunctionSpec
 
 if TYPE_CHECKING:
@@ -124,10 +125,11 @@ _RESULT_READ_SIG = (("i32", "i32"), ("i64",))
 
 def define_memory(linker: wasmtime.Linker, spec: FunctionSpec) -> None:
     for fn in granted(spec):
-        linker.define_func(
-            MEMORY_NS, fn.name, _functype(memory_signature(fn)), _memory_impl(fn), True
-        )
-    linker.define_func(MEMORY_NS, "result_read", _functype(_RESULT_READ_SIG), result_read, True)
+        impl = guarded(_memory_impl(fn))
+        linker.define_func(MEMORY_NS, fn.name, _functype(memory_signature(fn)), impl, True)
+    linker.define_func(
+        MEMORY_NS, "result_read", _functype(_RESULT_READ_SIG), guarded(result_read), True
+    )
 
 
 def memory_provides(module: str, name: str, sig: Any, spec: FunctionSpec) -> bool:
@@ -198,4 +200,4 @@ def define_signatures(
     functions: dict[str, tuple[Any, Callable[..., Any]]],
 ) -> None:
     for name, (sig, impl) in functions.items():
-        linker.define_func(module, name, _functype(sig), impl, True)
+        linker.define_func(module, name, _functype(sig), guarded(impl), True)

@@ -33,6 +33,12 @@ class HostError(Exception):
     message (`guest_error`). Messages are shown to the caller: never put secrets in them."""
 
 
+class HostTimeout(HostError):
+    """The call's time ran out while the guest was calling into the host. An epoch
+    deadline only interrupts wasm code, and calls on the event loop run without the epoch
+    ticker, so host functions check the deadline themselves (the call ends with `timeout`)."""
+
+
 @dataclass(eq=False)
 class HostContext:
     function: str
@@ -103,4 +109,6 @@ def context_of(caller: wasmtime.Caller) -> HostContext:
     ctx = CONTEXTS.get(store_address(caller))
     if ctx is None:
         raise HostError("no host context for this store")
+    if time.monotonic() > ctx.deadline:
+        raise HostTimeout("the call ran out of time in a host function")
     return ctx

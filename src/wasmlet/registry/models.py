@@ -33,7 +33,7 @@ class Function(Base):
     __tablename__ = "functions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)  # qualified (names.py)
     # Not a foreign key: functions and versions would reference each other, which makes
     # creation order and deletes awkward on both SQLite and PostgreSQL. The repository keeps
     # it pointing at one of the function's own versions.
@@ -80,7 +80,7 @@ class InvocationRecord(Base):
     __table_args__ = (Index("ix_invocations_function_id", "function", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    function: Mapped[str] = mapped_column(String(63))
+    function: Mapped[str] = mapped_column(String(100))
     version: Mapped[str] = mapped_column(String(71))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[float] = mapped_column(Float)
@@ -116,7 +116,7 @@ class Secret(Base):
 
     __tablename__ = "secrets"
 
-    function: Mapped[str] = mapped_column(String(63), primary_key=True)
+    function: Mapped[str] = mapped_column(String(100), primary_key=True)
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -132,6 +132,34 @@ class Route(Base):
     host: Mapped[str] = mapped_column(String(253), default="")  # "" = any host
     path_prefix: Mapped[str] = mapped_column(String(1024), default="/")
     methods: Mapped[str] = mapped_column(String(200), default="")  # "GET,POST"; "" = any
-    function: Mapped[str] = mapped_column(String(63))
+    function: Mapped[str] = mapped_column(String(100))
     strip_prefix: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key: only the argon2 hash of its secret is stored (auth/keys.py)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)  # public part of the token
+    namespace: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    scopes: Mapped[str] = mapped_column(String(100))  # "admin" or e.g. "deploy,read"
+    secret_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class NamespaceQuota(Base):
+    """Per-namespace overrides of the default quotas (NULL: the server default)."""
+
+    __tablename__ = "namespace_quotas"
+
+    namespace: Mapped[str] = mapped_column(String(32), primary_key=True)
+    requests_per_second: Mapped[float | None] = mapped_column(Float, nullable=True)
+    burst: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_functions: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_module_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

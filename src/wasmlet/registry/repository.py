@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from wasmlet.errors import InvalidRequest, NotFound
+from wasmlet.names import DEFAULT_NAMESPACE, SEPARATOR, namespace_of
 from wasmlet.registry.models import Function, InvocationRecord, Version, utcnow
 from wasmlet.registry.views import FunctionView, InvocationView, VersionView
 
@@ -72,6 +73,23 @@ class Repository:
         if f is None:
             raise NotFound(f"function {name!r} not found")
         return f
+
+    def namespace_usage(self, namespace: str) -> tuple[set[str], int]:
+        """Names of a namespace's functions and the bytes of all their versions' modules."""
+        mine = (
+            ~Function.name.contains(SEPARATOR)
+            if namespace == DEFAULT_NAMESPACE
+            else Function.name.startswith(namespace + SEPARATOR, autoescape=True)
+        )
+        with self.sessions() as s:
+            rows = s.execute(
+                select(Function.name, func.coalesce(func.sum(Version.size), 0))
+                .join(Version, Version.function_id == Function.id, isouter=True)
+                .where(mine)
+                .group_by(Function.name)
+            ).all()
+        names = {n for n, _ in rows if namespace_of(n) == namespace}
+        return names, sum(int(size) for n, size in rows if n in names)
 
     def list_functions(self) -> list[FunctionView]:
         with self.sessions() as s:

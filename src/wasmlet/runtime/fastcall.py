@@ -14,11 +14,46 @@ tests/runtime/test_fastcall.py covers every value kind.
 from __future__ import annotations
 
 import ctypes
+import functools
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as _b
-from wasmtime._func import maybe_raise_last_exn
+from wasmtime import _func as _wasmtime_func
+
+# wasmtime-py keeps the exception a host function raised in one process-wide variable until
+# the call returns, so two threads whose host functions fail at once take each other's (or
+# get a bare "python exception" trap). Host functions defined through `guarded` also keep
+# it per thread, and calls here re-raise their own thread's.
+_RAISED = threading.local()
+
+
+def guarded(impl: Callable[..., Any]) -> Callable[..., Any]:
+    """A host function whose exception reaches the call that ran it, on its own thread."""
+
+    @functools.wraps(impl)
+    def run(*args: Any) -> Any:
+        try:
+            return impl(*args)
+        except BaseException as exc:
+            _RAISED.exc = exc
+            raise
+
+    return run
+
+
+def raise_pending() -> None:
+    """Re-raise the exception a host function raised on this thread during the call."""
+    exc = getattr(_RAISED, "exc", None)
+    if exc is None:
+        return
+    _RAISED.exc = None
+    if _wasmtime_func.LAST_EXCEPTION is exc:
+        _wasmtime_func.LAST_EXCEPTION = None
+    raise exc
+
 
 _call_unchecked = _b._wasmtime_func_call_unchecked
 _TrapPtr = ctypes.POINTER(_b.wasm_trap_t)
@@ -99,10 +134,10 @@ class FastFunc:
         trap = _TrapPtr()
         err = _call_unchecked(self._ctx, self._func, self._raw, self._n, ctypes.byref(trap))
         if err:
-            maybe_raise_last_exn()
+            raise_pending()
             raise wasmtime.WasmtimeError._from_ptr(err)
         if trap:
-            maybe_raise_last_exn()
+            raise_pending()
             raise wasmtime.Trap._from_ptr(trap)
         return [view[index] for view, index in self._outs]
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
+from wasmlet.errors import GuestError, Timeout
+from wasmlet.host.context import HostError, HostTimeout
 from wasmlet.runtime import native
 from wasmlet.runtime.fastcall import KINDS, Signature
 from wasmlet.runtime.faults import classify
@@ -141,6 +143,10 @@ class InstancePool:
             outcome = self.abi.call(slot, inv)
             healthy = True
             return outcome
+        except HostTimeout:
+            raise Timeout(f"function exceeded its {self.spec.timeout_ms} ms timeout") from None
+        except HostError as exc:  # a host function refused; its message is for the caller
+            raise GuestError(str(exc), status=self.spec.error_status) from None
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             if (
                 fuel < self._fuel
@@ -151,7 +157,7 @@ class InstancePool:
             raise classify(
                 exc,
                 timeout_ms=self.spec.timeout_ms,
-                memory_used=slot.memory_bytes() if slot and slot.instance else 0,
+                memory_used=slot.largest_memory() if slot and slot.instance else 0,
                 memory_cap=self.spec.memory_bytes,
                 fuel=self.spec.fuel,
             ) from None

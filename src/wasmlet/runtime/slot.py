@@ -27,6 +27,7 @@ class Slot:
         "abi_state",
         "calls",
         "ctx",
+        "extra_memories",
         "fuel_out",
         "function",
         "host",
@@ -45,6 +46,7 @@ class Slot:
         self.memory: wasmtime.Memory | None = None
         self.logs = BoundedBuffer(log_limit)
         self.abi_state: Any = None
+        self.extra_memories: tuple[wasmtime.Memory, ...] = ()  # besides the guest's own
         self.host: Any = None  # the store's HostContext, when its guest imports host functions
         self.calls = 0
         self.retired = False  # set by an ABI when this instance must not serve again
@@ -81,6 +83,13 @@ class Slot:
         return item if found else None
 
     def memory_bytes(self) -> int:
-        if self.memory is None:
-            return 0
-        return native.memory_size(self.ctx, self.memory)
+        """Bytes of every linear memory of the store (an Extism plugin's kernel too)."""
+        total = native.memory_size(self.ctx, self.memory) if self.memory is not None else 0
+        for memory in self.extra_memories:
+            total += native.memory_size(self.ctx, memory)
+        return total
+
+    def largest_memory(self) -> int:
+        """The fullest single memory: the store's cap applies to each memory on its own."""
+        sizes = [native.memory_size(self.ctx, m) for m in (self.memory, *self.extra_memories) if m]
+        return max(sizes, default=0)

@@ -20,6 +20,7 @@ from wasmlet.host import settings
 from wasmlet.host.context import LEVELS, HostError
 from wasmlet.host.context import context_of as _context_of
 from wasmlet.host.http import extism_allowed, fetch
+from wasmlet.runtime.fastcall import guarded
 
 ENV = "extism:host/env"
 LEGACY = "env"  # pre-1.0 PDKs: the same functions, named extism_<name>
@@ -187,6 +188,8 @@ def define_builtins(linker: wasmtime.Linker) -> None:
     """Every built-in, under its namespace and (env ones) under the legacy alias too."""
     for name, (namespace, signature, impl) in BUILTINS.items():
         ty = _ty(signature)
-        linker.define_func(namespace, name, ty, impl, access_caller=True)
+        linker.define_func(namespace, name, ty, guarded(impl), access_caller=True)
         if namespace == ENV:
-            linker.define_func(LEGACY, f"extism_{name}", _ty(signature), impl, access_caller=True)
+            linker.define_func(
+                LEGACY, f"extism_{name}", _ty(signature), guarded(impl), access_caller=True
+            )

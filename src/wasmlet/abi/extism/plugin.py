@@ -16,14 +16,14 @@ from typing import Any, ClassVar
 
 import wasmtime
 
-from wasmlet.abi.base import WASI_P1, Instantiator, Invocation, Outcome
+from wasmlet.abi.base import WASI_P1, Instantiator, Invocation, Outcome, is_json
 from wasmlet.abi.extism.context import PluginContext, VarStore
 from wasmlet.abi.extism.host_env import BUILTINS, ENV, LEGACY, define_builtins
 from wasmlet.abi.extism.kernel import KERNEL_EXPORTS, Kernel
-from wasmlet.errors import GuestError, InvalidRequest, NotFound
+from wasmlet.errors import GuestError, InvalidRequest, NotFound, Timeout
 from wasmlet.host.binding import EXTISM_NS as USER
 from wasmlet.host.binding import define_signatures, extism_functions, open_host
-from wasmlet.host.context import CONTEXTS, HostError, store_address
+from wasmlet.host.context import CONTEXTS, HostError, HostTimeout, store_address
 from wasmlet.runtime.module_info import Import, ModuleInfo
 from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
@@ -203,6 +203,9 @@ class ExtismAbi:
 
     def on_instance(self, slot: Slot) -> None:
         """Run the guest runtime's initialiser once, as EXTISM-ABI.md §4 orders it."""
+        kernel = slot.abi_state.kernel
+        if kernel is not None:  # kernel memory counts in the call's memory figures
+            slot.extra_memories = (kernel.memory,)
         functions = slot.function.ref.functions
         if "hs_init" in functions:
             init = slot.func("_initialize") if "_initialize" in functions else None
@@ -255,6 +258,9 @@ class ExtismAbi:
             slot.retired = True  # WASI command semantics: never reuse after _start
         try:
             results = fn()
+        except HostTimeout:
+            slot.retired = True
+            raise Timeout(f"function exceeded its {spec.timeout_ms} ms timeout") from None
         except HostError as exc:
             slot.retired = True
             raise GuestError(str(exc)) from None
@@ -276,6 +282,12 @@ class ExtismAbi:
             raise GuestError(message, status=spec.error_status)
         if results and results[0] != 0:
             raise GuestError(f"Returned non-zero exit code: {results[0]}", status=spec.error_status)
+        if spec.content_type and _declares_json(spec.content_type) and not is_json(out):
+            raise GuestError(
+                f"plugin output is not valid JSON, which its content type "
+                f"{spec.content_type!r} promises",
+                status=spec.error_status,
+            )
         return Outcome(200, [(b"content-type", _content_type(spec, out))], out)
 
 
@@ -314,6 +326,11 @@ def link_order(extras: dict[str, wasmtime.Module]) -> list[str]:
     for name in sorted(extras):
         visit(name)
     return order
+
+
+def _declares_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _content_type(spec: FunctionSpec, out: bytes) -> bytes:

@@ -71,7 +71,7 @@ class OtoroshiAbi(ExtismAbi):
             failure = classify(
                 exc,
                 timeout_ms=spec.timeout_ms,
-                memory_used=slot.memory_bytes(),
+                memory_used=slot.largest_memory(),
                 memory_cap=spec.memory_bytes,
                 fuel=spec.fuel,
             )

@@ -1,0 +1,184 @@
+"""Who may do what: API keys on every management request and on private invocations,
+namespaces kept apart, quotas applied. Used by the raw hot path (api/hotpath.py), which
+sees every request first; the management routes read the caller from the request state.
+
+Rules:
+- `/healthz`, `/metrics`, `/docs`, `/redoc`, `/openapi.json` need no key.
+- Keys: `Authorization: Bearer <token>` or `X-API-Key: <token>`.
+- `/api/v1/keys`, `/api/v1/namespaces`: scope `admin`; other management requests
+  (`/api/...`, the WasmEngine `/function/...` API): `read` for GET/HEAD, `deploy` otherwise.
+- Invocations: a `public` function needs no key; a `private` one a key with scope `invoke`
+  of the function's namespace. 401 without a (valid) key, 403 with one that may not.
+- Names a caller gives are qualified with the caller's namespace (names.py); a qualified
+  name (`ns~name`) of another namespace is refused, except for the operator (an admin key
+  of the `default` namespace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import Request
+
+from wasmlet.auth import tokens
+from wasmlet.auth.keys import KeyStore, Principal
+from wasmlet.auth.quotas import UNLIMITED, Limiter
+from wasmlet.errors import Forbidden, NotFound, Unauthorized
+from wasmlet.names import (
+    DEFAULT_NAMESPACE,
+    SEPARATOR,
+    check_name,
+    is_valid_name,
+    namespace_of,
+    qualify,
+    split,
+)
+
+ADMIN_PREFIXES = ("/api/v1/keys", "/api/v1/namespaces")
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _token(scope: dict[str, Any]) -> str | None:
+    """A wasmlet key the request carries. Other credentials (a bearer token meant for the
+    function itself) are not ours: they pass through to the guest untouched."""
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            if kind.lower() == "bearer" and is_key(token):
+                return token.strip()
+        elif key == b"x-api-key" and is_key(value.decode("latin-1")):
+            return value.decode("latin-1").strip()
+    return None
+
+
+def is_key(text: str) -> bool:
+    return text.lstrip().startswith(tokens.PREFIX + "_")
+
+
+def without_keys(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Request headers minus wasmlet keys: a guest never sees the caller's API key."""
+    return [
+        (k, v)
+        for k, v in headers
+        if not (
+            (k == b"authorization" and is_key(v.decode("latin-1").partition(" ")[2]))
+            or (k == b"x-api-key" and is_key(v.decode("latin-1")))
+        )
+    ]
+
+
+class Access:
+    def __init__(self, keys: KeyStore, limiter: Limiter, executor: Any) -> None:
+        self.keys = keys
+        self.limiter = limiter
+        self.executor = executor
+
+    async def principal(self, scope: dict[str, Any]) -> Principal | None:
+        """The caller's key, None without one; Unauthorized for a key that is not live."""
+        raw = _token(scope)
+        if raw is None:
+            return None
+        found = self.keys.cached(raw)
+        if found is None:  # argon2: tens of milliseconds, off the event loop
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(self.executor, self.keys.authenticate, raw)
+        if found is None:
+            raise Unauthorized("invalid or revoked API key")
+        scope.setdefault("state", {})["principal"] = found
+        return found
+
+    async def _fresh_quotas(self) -> None:
+        if self.limiter.stale():
+            await asyncio.get_running_loop().run_in_executor(self.executor, self.limiter.reload)
+
+    # -- management --------------------------------------------------------------------------
+
+    async def management(self, scope: dict[str, Any]) -> None:
+        """Authenticate and authorise a request the management app will answer."""
+        path: str = scope["path"]
+        if not path.startswith(("/api/", "/function/")) or scope["method"] == "OPTIONS":
+            return  # docs, health, metrics, CORS preflights, or nothing (a plain 404)
+        principal = await self.principal(scope)
+        if principal is None:
+            raise Unauthorized(
+                "an API key is required: send 'Authorization: Bearer <key>' "
+                "(the first start wrote an admin key to <data_dir>/admin.key)"
+            )
+        if path.startswith(ADMIN_PREFIXES):
+            need = "admin"
+        else:
+            need = "read" if scope["method"] in _READ_METHODS else "deploy"
+        if not principal.allows(need):
+            raise Forbidden(f"this key lacks the {need!r} scope")
+        await self._fresh_quotas()
+        self.limiter.admit(principal.namespace, self.limiter.quota(principal.namespace))
+
+    # -- invocations ---------------------------------------------------------------------------
+
+    async def invocation_name(self, scope: dict[str, Any], raw: str) -> str:
+        """The qualified function an invocation names: `ns~name` as given, else the name in
+        the caller's namespace (the default namespace without a key)."""
+        principal = await self.principal(scope)
+        if SEPARATOR in raw:
+            return raw
+        return qualify(principal.namespace if principal else DEFAULT_NAMESPACE, raw)
+
+    async def admit_invocation(self, scope: dict[str, Any], name: str, public: bool) -> str:
+        """Check the caller may invoke `name` and the namespace's rate; returns the
+        namespace whose concurrency the call counts against."""
+        namespace = namespace_of(name)
+        if not public:
+            principal = scope.get("state", {}).get("principal")
+            if principal is None:
+                principal = await self.principal(scope)
+            if principal is None:
+                raise Unauthorized(f"function {name!r} is private: an API key is required")
+            if principal.namespace != namespace and not principal.operator:
+                raise Forbidden(f"this key belongs to another namespace than {name!r}")
+            if not principal.allows("invoke"):
+                raise Forbidden("this key lacks the 'invoke' scope")
+        await self._fresh_quotas()
+        quota = self.limiter.quota(namespace)
+        if quota is not UNLIMITED:
+            self.limiter.admit(namespace, quota)
+        return namespace
+
+
+# -- for the management routes ------------------------------------------------------------------
+
+
+def caller(request: Request) -> Principal:
+    """The authenticated caller (the hot path has checked the key and scope already)."""
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None:  # only if a route is reached without passing the hot path
+        raise Unauthorized("an API key is required")
+    return principal
+
+
+def own_name(principal: Principal, name: str) -> str:
+    """The qualified name for a name a caller gave, in the caller's namespace."""
+    if SEPARATOR in name:
+        if not is_valid_name(name):
+            raise NotFound(f"function {name!r} not found")
+        if namespace_of(name) != principal.namespace and not principal.operator:
+            raise NotFound(f"function {name!r} not found")
+        return name
+    return qualify(principal.namespace, name)
+
+
+def visible(principal: Principal, qualified: str) -> bool:
+    """Whether a qualified function belongs to the caller's namespace."""
+    return namespace_of(qualified) == principal.namespace
+
+
+def function_name(request: Request, name: str) -> str:
+    """A path's function name, qualified with the caller's namespace (a dependency)."""
+    if not is_valid_name(name):
+        check_name(name)
+    return own_name(caller(request), name)
+
+
+def shown(name: str) -> str:
+    """How a qualified name is shown to its own namespace: bare."""
+    return split(name)[1]

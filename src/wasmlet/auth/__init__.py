@@ -1,0 +1,1 @@
+"""Access control: API keys with scopes, namespaces (tenants), quotas and rate limits."""

@@ -1,0 +1,197 @@
+"""Quotas per namespace: request rate (token bucket), concurrent invocations, number of
+functions and total module bytes.
+
+Rate and concurrency are enforced per server process (each worker holds its own buckets,
+so with N workers a namespace can reach N times its rate: set quotas per worker). Counts
+of functions and bytes are checked against the database at deploy. The `default`
+namespace (the operator's) is unlimited unless a quota row says otherwise; other
+namespaces get the server's `quota_*` settings unless a row overrides them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from wasmlet.config import Settings
+from wasmlet.errors import QuotaExceeded, RateLimited
+from wasmlet.names import DEFAULT_NAMESPACE, namespace_of
+from wasmlet.registry.changes import ChangeSignal
+from wasmlet.registry.models import NamespaceQuota
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    requests_per_second: float = 0.0  # 0: unlimited
+    burst: int = 0
+    max_concurrency: int = 0
+    max_functions: int = 0
+    max_module_bytes: int = 0
+
+
+UNLIMITED = Quota()
+
+
+class TokenBucket:
+    """`rate` tokens a second, holding at most `burst`; one token per request."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.tokens = float(self.burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 when a token was taken, else the seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class Limiter:
+    """This process's buckets and in-flight counts, and the quotas they enforce."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session] | None) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.changes = ChangeSignal(settings.data_dir)
+        self._generation = -1
+        self._quotas: dict[str, Quota] = {}
+        self._overrides: dict[str, NamespaceQuota] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._inflight: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def default_quota(self, namespace: str) -> Quota:
+        if namespace == DEFAULT_NAMESPACE:
+            return UNLIMITED
+        s = self.settings
+        quota = Quota(
+            s.quota_requests_per_second,
+            s.quota_burst,
+            s.quota_max_concurrency,
+            s.quota_max_functions,
+            s.quota_max_module_bytes,
+        )
+        return UNLIMITED if quota == UNLIMITED else quota
+
+    def stale(self) -> bool:
+        """Quotas may have changed since they were read: call `reload` (off the loop)."""
+        return self.changes.generation != self._generation
+
+    def reload(self) -> None:
+        self._reload_if_changed()
+
+    def quota(self, namespace: str) -> Quota:
+        """A namespace's quota; reads the database if quotas changed (see `stale`)."""
+        self._reload_if_changed()
+        found = self._quotas.get(namespace)
+        if found is None:
+            base = self.default_quota(namespace)
+            row = self._overrides.get(namespace)
+            if row is not None:
+                base = Quota(
+                    _pick(row.requests_per_second, base.requests_per_second),
+                    int(_pick(row.burst, base.burst)),
+                    int(_pick(row.max_concurrency, base.max_concurrency)),
+                    int(_pick(row.max_functions, base.max_functions)),
+                    int(_pick(row.max_module_bytes, base.max_module_bytes)),
+                )
+                base = UNLIMITED if base == UNLIMITED else base
+            found = self._quotas[namespace] = base
+        return found
+
+    def _reload_if_changed(self) -> None:
+        generation = self.changes.generation
+        if generation == self._generation:
+            return
+        rows: dict[str, NamespaceQuota] = {}
+        if self.sessions is not None:
+            with self.sessions() as s:
+                for row in s.scalars(select(NamespaceQuota)):
+                    s.expunge(row)
+                    rows[row.namespace] = row
+        with self._lock:
+            self._overrides = rows
+            self._quotas = {}
+            self._buckets = {}
+            self._generation = generation
+
+    # -- per request -------------------------------------------------------------------------
+
+    def admit(self, namespace: str, quota: Quota) -> None:
+        """Take a token from the namespace's bucket, or raise RateLimited (429)."""
+        if quota.requests_per_second <= 0:
+            return
+        bucket = self._buckets.get(namespace)
+        if bucket is None:
+            burst = quota.burst or math.ceil(quota.requests_per_second)
+            bucket = self._buckets[namespace] = TokenBucket(quota.requests_per_second, burst)
+        wait = bucket.take()
+        if wait:
+            raise RateLimited(
+                f"namespace {namespace!r} is over its rate of "
+                f"{quota.requests_per_second:g} requests per second",
+                retry_after=math.ceil(wait),
+            )
+
+    def enter_quota(self, namespace: str) -> bool:
+        """`enter` with the namespace's current quota."""
+        return self.enter(namespace, self.quota(namespace))
+
+    def enter(self, namespace: str, quota: Quota) -> bool:
+        """Count an invocation in flight; RateLimited when the namespace is at its limit.
+        Returns whether the caller must call `leave`."""
+        if quota.max_concurrency <= 0:
+            return False
+        current = self._inflight.get(namespace, 0)
+        if current >= quota.max_concurrency:
+            raise RateLimited(
+                f"namespace {namespace!r} is at its limit of "
+                f"{quota.max_concurrency} concurrent invocations"
+            )
+        self._inflight[namespace] = current + 1
+        return True
+
+    def leave(self, namespace: str) -> None:
+        self._inflight[namespace] = self._inflight.get(namespace, 1) - 1
+
+
+def _pick(value: float | int | None, default: float | int) -> float:
+    return float(default if value is None else value)
+
+
+def deploy_check(
+    limiter: Limiter, usage: Callable[[str], tuple[set[str], int]]
+) -> Callable[[str, int], None]:
+    """The Deployer's quota hook: functions and module bytes of the name's namespace."""
+
+    def check(name: str, adding: int) -> None:
+        namespace = namespace_of(name)
+        quota = limiter.quota(namespace)
+        if not quota.max_functions and not quota.max_module_bytes:
+            return
+        names, used = usage(namespace)
+        if quota.max_functions and name not in names and len(names) >= quota.max_functions:
+            raise QuotaExceeded(
+                f"namespace {namespace!r} is at its limit of {quota.max_functions} functions"
+            )
+        if quota.max_module_bytes and used + adding > quota.max_module_bytes:
+            raise QuotaExceeded(
+                f"namespace {namespace!r} would exceed its {quota.max_module_bytes} bytes of "
+                f"modules ({used} stored, {adding} more)"
+            )
+
+    return check
