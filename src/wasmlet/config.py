@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     quota_max_functions: int = Field(0, ge=0)
     quota_max_module_bytes: int = Field(0, ge=0)
     cors_origins: list[str] = []  # CORS is off unless origins are listed
+    # Request header block: largest size, and how long it may take to arrive (431 / 408).
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    header_timeout_ms: int = Field(10_000, ge=100)
 
     @property
     def db_url(self) -> str:

@@ -13,7 +13,15 @@ from wasmlet.config import Settings
 
 log = logging.getLogger("wasmlet")
 
-_ENV_KEYS = ("host", "port", "workers", "data_dir", "database_url")
+_ENV_KEYS = (
+    "host",
+    "port",
+    "workers",
+    "data_dir",
+    "database_url",
+    "max_header_bytes",
+    "header_timeout_ms",
+)
 
 
 def _export_settings(settings: Settings) -> None:
@@ -101,6 +109,8 @@ def serve(settings: Settings, *, examples: bool = False) -> None:
 
         deploy_examples(settings)
     _export_settings(settings)
+    from wasmlet.http_protocol import BoundedHttpToolsProtocol  # reads the exported limits
+
     if settings.workers > 1:
         _prepare_metrics_dir(settings)
     config = uvicorn.Config(
@@ -111,7 +121,7 @@ def serve(settings: Settings, *, examples: bool = False) -> None:
         workers=settings.workers,
         log_level="warning",
         access_log=False,
-        http="httptools",
+        http=BoundedHttpToolsProtocol,  # httptools, with header size and time limits
         loop="uvloop",
         timeout_keep_alive=30,
         proxy_headers=False,  # X-Forwarded-* are not trusted unless a proxy is configured

@@ -328,3 +328,11 @@ def test_lifecycle_on_both_databases(tmp_path: Path, db_url: str) -> None:
     assert env.blob_files() == []
     with pytest.raises(NotFound):
         env.repo.get_function(name)
+
+
+def test_memory_larger_than_memory_mb_is_refused(env: Env) -> None:
+    wat = b'(module (memory 32) (func (export "f") (result i32) (i32.const 1)))'  # 2 MiB
+    message = rejected(env, wat, SpecUpdate(abi="core", memory_mb=1)).message
+    assert "starts at 2 MiB" in message and "memory_mb (1)" in message
+    view, _ = env.deployer.deploy("roomy", wat, SpecUpdate(abi="core", memory_mb=2))
+    assert view.active_version is not None

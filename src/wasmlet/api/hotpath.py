@@ -33,6 +33,8 @@ from wasmlet.registry.routes import RouteStore
 
 Scope = dict[str, Any]
 _FUNCTIONS = "/api/v1/functions/"
+_UPLOADS = frozenset({"/api/v1/functions", "/api/v1/blobs", "/function/deploy"})
+_UPLOAD_MODULES = 4  # a main module and linked ones (Extism multi-module manifests)
 
 
 @dataclass(slots=True)
@@ -88,6 +90,8 @@ class HotPath:
                         return await self._route(scope, receive, send, found)
                 # Everything else is the management app: a key with the right scope.
                 await self.access.management(scope)
+                if path in _UPLOADS:
+                    self._check_upload_size(scope)
             except WasmletError as exc:
                 return await send_error(send, exc)
         elif kind == "lifespan":
@@ -184,6 +188,14 @@ class HotPath:
                 self.limiter.leave(admitted.namespace)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _check_upload_size(self, scope: Scope) -> None:
+        """Refuse an upload whose declared size cannot be valid before FastAPI spools it to
+        disk: a main module and a few linked ones, each within max_module_bytes."""
+        limit = self.state.settings.max_module_bytes * _UPLOAD_MODULES + 1024 * 1024
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                raise PayloadTooLarge(f"upload exceeds the {limit}-byte limit")
 
     def _invocation(
         self, scope: Scope, body: bytes, *, path: str, via: str, export: str | None

@@ -39,6 +39,7 @@ class Candidate:
     wasm: bytes
     module: wasmtime.Module
     info: ModuleInfo
+    initial_memory: int = 0  # bytes of its largest defined memory at instantiation
 
 
 class Deployer:
@@ -100,7 +101,7 @@ class Deployer:
         except wasmtime.WasmtimeError as exc:
             raise InvalidRequest(f"invalid wasm module: {_short(str(exc))}") from None
         _check_data_fits(sections, memories, module)
-        return Candidate(wasm, module, describe(module, wasm))
+        return Candidate(wasm, module, describe(module, wasm), max(memories, default=0))
 
     def resolve(
         self,
@@ -154,6 +155,13 @@ class Deployer:
                 "function's granted capabilities do not provide"
             )
         abi.check(info, spec)
+        for part in [candidate, *extras.values()]:
+            if part.initial_memory > spec.memory_bytes:
+                raise InvalidRequest(
+                    f"the module's memory starts at {-(-part.initial_memory // 2**20)} MiB, "
+                    f"more than the function's memory_mb ({spec.memory_mb}): every call would "
+                    "fail; raise memory_mb"
+                )
         return spec
 
     # -- operations ------------------------------------------------------------------------
