@@ -21,6 +21,12 @@ from wasmlet.names import check_name
 from wasmlet.registry.blobs import BlobStore, digest_of
 from wasmlet.registry.changes import ChangeSignal
 from wasmlet.registry.locks import registry_lock
+from wasmlet.registry.module_limits import (
+    check_data_fits,
+    check_functions,
+    check_memories,
+    sections_of,
+)
 from wasmlet.registry.repository import Repository
 from wasmlet.registry.views import FunctionView
 from wasmlet.runtime.compile_cache import CompileCache
@@ -93,14 +99,14 @@ class Deployer:
                 wasm = bytes(wasmtime.wat2wasm(text))
             except wasmtime.WasmtimeError as exc:
                 raise InvalidRequest(f"WAT syntax error: {_short(str(exc))}") from None
-        sections = _sections(wasm)
-        _check_functions(sections, self.settings.max_module_functions)
-        memories = _check_memories(sections, self.settings.max_memory_mb)
+        sections = sections_of(wasm)
+        check_functions(sections, self.settings.max_module_functions)
+        memories = check_memories(sections, self.settings.max_memory_mb)
         try:
             module = wasmtime.Module(self.engine, wasm)
         except wasmtime.WasmtimeError as exc:
             raise InvalidRequest(f"invalid wasm module: {_short(str(exc))}") from None
-        _check_data_fits(sections, memories, module)
+        check_data_fits(sections, memories, module)
         return Candidate(wasm, module, describe(module, wasm), max(memories, default=0))
 
     def resolve(
@@ -292,153 +298,6 @@ def _guess_abi(info: ModuleInfo) -> str:
 # so functions are counted before compiling. A memory larger than any function may have, or a
 # data segment that does not fit its memory, would fail every instantiation: refused at
 # deploy instead. Sections are length-prefixed, so only the few needed are read.
-
-_FUNCTION_SECTION, _MEMORY_SECTION, _DATA_SECTION = 3, 5, 11
-_MIB = 1024 * 1024
-_WASM_PAGE = 65536
-
-
-class _Reader:
-    """LEB128 integers and bytes from one section; IndexError past its end."""
-
-    def __init__(self, data: bytes, pos: int, end: int) -> None:
-        self.data, self.pos, self.end = data, pos, end
-
-    def byte(self) -> int:
-        if self.pos >= self.end:
-            raise IndexError("read past the end of the section")
-        self.pos += 1
-        return self.data[self.pos - 1]
-
-    def uleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 63:
-                raise ValueError("LEB128 integer too long")
-
-    def sleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result - (1 << shift) if b & 0x40 else result
-            if shift > 63:
-                raise ValueError("LEB128 integer too long")
-
-    def skip(self, n: int) -> None:
-        if self.pos + n > self.end:
-            raise IndexError("read past the end of the section")
-        self.pos += n
-
-
-def _sections(wasm: bytes) -> dict[int, _Reader]:
-    """A reader for each non-custom section up to the first malformed part, if any (the
-    compiler reports what is wrong; these rules judge only what they can read). Each rule
-    reads its own section once."""
-    found: dict[int, _Reader] = {}
-    top = _Reader(wasm, 8, len(wasm))
-    try:
-        while top.pos < top.end:
-            section_id = top.byte()
-            size = top.uleb()
-            start = top.pos
-            top.skip(size)
-            if section_id and section_id not in found:
-                found[section_id] = _Reader(wasm, start, start + size)
-    except (IndexError, ValueError):
-        pass
-    return found
-
-
-def _check_functions(sections: dict[int, _Reader], limit: int) -> None:
-    section = sections.get(_FUNCTION_SECTION)
-    try:
-        count = section.uleb() if section else 0
-    except (IndexError, ValueError):
-        return
-    if count > limit:
-        raise InvalidRequest(
-            f"module defines {count} functions; the limit is {limit} (compiling costs time "
-            "per function: max_module_functions)"
-        )
-
-
-def _check_memories(sections: dict[int, _Reader], max_mb: int) -> list[int]:
-    """The initial size in bytes of each memory the module defines; refuses one larger than
-    any function may have."""
-    section = sections.get(_MEMORY_SECTION)
-    sizes: list[int] = []
-    if section is None:
-        return sizes
-    try:
-        for _ in range(section.uleb()):
-            flags = section.byte()  # 1: has maximum, 2: shared, 4: 64-bit, 8: page size given
-            minimum = section.uleb()
-            if flags & 1:
-                section.uleb()
-            page = 1 << section.uleb() if flags & 8 else _WASM_PAGE
-            sizes.append(minimum * page)
-    except (IndexError, ValueError):
-        return []
-    for index, size in enumerate(sizes):
-        if size > max_mb * _MIB:
-            raise InvalidRequest(
-                f"memory {index} starts at {-(-size // _MIB)} MiB; a function may have at most "
-                f"{max_mb} MiB (max_memory_mb)"
-            )
-    return sizes
-
-
-def _check_data_fits(
-    sections: dict[int, _Reader], memories: list[int], module: wasmtime.Module
-) -> None:
-    """Refuse an active data segment at a constant offset that overruns the initial size of
-    the memory it initialises: every instantiation would trap."""
-    section = sections.get(_DATA_SECTION)
-    if section is None or not memories:
-        return
-    imported = sum(isinstance(i.type, wasmtime.MemoryType) for i in module.imports)
-    try:
-        for segment in range(section.uleb()):
-            flags = section.uleb()  # 0: active in memory 0, 1: passive, 2: active in memory N
-            memory = section.uleb() if flags == 2 else 0
-            offset = _constant(section) if flags != 1 else None
-            length = section.uleb()
-            section.skip(length)
-            defined = memory - imported  # imported memories come first in the index space
-            if offset is None or not 0 <= defined < len(memories):
-                continue
-            if offset + length > memories[defined]:
-                raise InvalidRequest(
-                    f"data segment {segment} ({length} B at offset {offset}) does not fit in "
-                    f"memory {memory}, whose initial size is {memories[defined]} B: the module "
-                    "could never be instantiated"
-                )
-    except (IndexError, ValueError):
-        return  # an offset computed by an extended constant expression: no judgement
-
-
-def _constant(r: _Reader) -> int | None:
-    """The value of an offset expression that is one i32/i64 constant, read unsigned; None
-    for one global (known only at instantiation)."""
-    op = r.byte()
-    if op == 0x23:  # global.get
-        r.uleb()
-        value = None
-    elif op in (0x41, 0x42):  # i32.const, i64.const
-        value = r.sleb() & (0xFFFF_FFFF if op == 0x41 else 0xFFFF_FFFF_FFFF_FFFF)
-    else:
-        raise ValueError("offset expression is not a constant")
-    if r.byte() != 0x0B:
-        raise ValueError("offset expression is more than one instruction")
-    return value
 
 
 def _short(message: str) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 
 import wasmtime
 
+from wasmlet.runtime.wasm_reader import WasmReader
+
 
 @dataclass(frozen=True)
 class Import:
@@ -60,40 +62,7 @@ def describe(module: wasmtime.Module, wasm: bytes) -> ModuleInfo:
     return ModuleInfo(imports, exports, param_names)
 
 
-class _Reader:
-    def __init__(self, data: bytes | memoryview, pos: int = 0, end: int | None = None) -> None:
-        self.data = data
-        self.pos = pos
-        self.end = len(data) if end is None else end
-
-    def byte(self) -> int:
-        if self.pos >= self.end:
-            raise IndexError("read past end")
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
-
-    def uleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return result
-            shift += 7
-            if shift > 35:
-                raise ValueError("LEB128 too long")
-
-    def name(self) -> str:
-        n = self.uleb()
-        if self.pos + n > self.end:
-            raise IndexError("name past end")
-        s = bytes(self.data[self.pos : self.pos + n]).decode("utf-8")
-        self.pos += n
-        return s
-
-
-def _skip_limits(r: _Reader) -> None:
+def _skip_limits(r: WasmReader) -> None:
     flags = r.byte()
     r.uleb()  # minimum
     if flags & 1:
@@ -104,7 +73,7 @@ def _param_names(wasm: bytes) -> dict[str, list[str]]:
     """Map each exported function to its parameter names, where the module records them."""
     if wasm[:4] != b"\0asm":
         return {}
-    r = _Reader(wasm, 8)
+    r = WasmReader(wasm, 8)
     imported_funcs = 0
     func_exports: dict[int, list[str]] = {}
     local_names: dict[int, dict[int, str]] = {}
@@ -115,7 +84,7 @@ def _param_names(wasm: bytes) -> dict[str, list[str]]:
         section_id = r.byte()
         size = r.uleb()
         start, stop = r.pos, r.pos + size
-        s = _Reader(wasm, start, stop)
+        s = WasmReader(wasm, start, stop)
         if section_id == 1:  # types: remember each function type's param count
             for _ in range(s.uleb()):
                 if s.byte() != 0x60:
