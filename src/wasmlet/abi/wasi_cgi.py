@@ -17,6 +17,7 @@ import wasmtime
 
 from wasmlet.abi.base import Invocation, Outcome, WasiOnlyAbi
 from wasmlet.errors import GuestError, InvalidRequest
+from wasmlet.runtime import native
 from wasmlet.runtime.capture import BoundedBuffer
 from wasmlet.runtime.module_info import ModuleInfo
 from wasmlet.runtime.slot import Slot
@@ -52,7 +53,14 @@ class WasiCgiAbi(WasiOnlyAbi):
         assert inv is not None, "wasi-cgi instances are never pre-created"
         self.open_host(slot)
         pool = slot.function
-        stdout = BoundedBuffer(pool.output_limit, fail_when_full=True)
+        ctx = slot.ctx
+        # A guest that goes on writing after a refused write (most libcs retry or ignore
+        # the error) would cost a Python callback per chunk: stop it at its next epoch check.
+        stdout = BoundedBuffer(
+            pool.output_limit,
+            fail_when_full=True,
+            on_overflow=lambda: native.set_epoch_deadline(ctx, 0),
+        )
         config = wasmtime.WasiConfig()
         config.argv = [pool.ref.name]
         config.env = cgi_environment(inv, pool.ref.name, pool.spec.env)
@@ -77,6 +85,10 @@ class WasiCgiAbi(WasiOnlyAbi):
         assert start is not None
         try:
             start()
+        except wasmtime.Trap:
+            if stdout.overflowed:  # stopped after its refused write (configure_store)
+                raise GuestError(f"guest wrote more than {stdout.limit} bytes to stdout") from None
+            raise
         except wasmtime.ExitTrap as exc:
             if stdout.overflowed:  # the refused write is why it gave up: say so
                 raise GuestError(f"guest wrote more than {stdout.limit} bytes to stdout") from None

@@ -39,6 +39,13 @@ class HostTimeout(HostError):
     ticker, so host functions check the deadline themselves (the call ends with `timeout`)."""
 
 
+class HostInlineOverrun(BaseException):
+    """A call running on the event loop spent its inline time in host functions (which burn
+    no fuel, so the inline fuel cap does not see them): abandon it, and the invoker replays
+    it off the loop. A BaseException so no `except Exception` on the way turns it into a
+    guest-visible error."""
+
+
 @dataclass(eq=False)
 class HostContext:
     function: str
@@ -56,10 +63,16 @@ class HostContext:
     http_headers: dict[str, str] | None = None
     # A result too large for the guest's buffer, kept for `result_read` (memory binding).
     pending: bytes | None = None
+    # time.monotonic() after which an inline call must leave the event loop (0: not inline)
+    inline_until: float = 0.0
     __weakref__: object = field(default=None, init=False, repr=False, compare=False)
 
-    def begin(self, inv: Invocation, timeout_ms: int, logs: BoundedBuffer) -> None:
-        self.deadline = time.monotonic() + timeout_ms / 1000
+    def begin(
+        self, inv: Invocation, timeout_ms: int, logs: BoundedBuffer, inline_s: float = 0.0
+    ) -> None:
+        now = time.monotonic()
+        self.deadline = now + timeout_ms / 1000
+        self.inline_until = now + inline_s if inline_s else 0.0
         self.logs = logs
         self.chain = inv.chain
         self.calls_made = 0
@@ -109,6 +122,9 @@ def context_of(caller: wasmtime.Caller) -> HostContext:
     ctx = CONTEXTS.get(store_address(caller))
     if ctx is None:
         raise HostError("no host context for this store")
-    if time.monotonic() > ctx.deadline:
+    now = time.monotonic()
+    if now > ctx.deadline:
         raise HostTimeout("the call ran out of time in a host function")
+    if ctx.inline_until and now > ctx.inline_until:
+        raise HostInlineOverrun
     return ctx

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 
 class BoundedBuffer:
@@ -12,11 +13,26 @@ class BoundedBuffer:
     `overflowed` is set; otherwise the excess is dropped silently and noted in `dropped`.
     """
 
-    __slots__ = ("_parts", "dropped", "fail_when_full", "limit", "overflowed", "size")
+    __slots__ = (
+        "_parts",
+        "dropped",
+        "fail_when_full",
+        "limit",
+        "on_overflow",
+        "overflowed",
+        "size",
+    )
 
-    def __init__(self, limit: int, *, fail_when_full: bool = False) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        fail_when_full: bool = False,
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
         self.limit = limit
         self.fail_when_full = fail_when_full
+        self.on_overflow = on_overflow  # called at the first refused write
         self._parts: list[bytes] = []
         self.size = 0
         self.dropped = 0
@@ -29,6 +45,8 @@ class BoundedBuffer:
             self.size += len(data)
             return None
         if self.fail_when_full:
+            if not self.overflowed and self.on_overflow is not None:
+                self.on_overflow()
             self.overflowed = True
             return -errno.EFBIG
         if room > 0:

@@ -14,7 +14,7 @@ import wasmtime
 
 from wasmlet.abi import ABIS, Invocation, Outcome, get_abi
 from wasmlet.config import Settings
-from wasmlet.errors import NotFound, Overloaded, WasmletError
+from wasmlet.errors import NotFound, Overloaded, Timeout, WasmletError
 from wasmlet.host.context import HostContext, HostError
 from wasmlet.host.secrets import redact
 from wasmlet.host.services import HostServices
@@ -254,6 +254,9 @@ class Invoker:
             entry.stats.demote(report.cpu_us)
             log.info("%s overran the inline budget; replaying off-loop", entry.pool.ref.name)
             return None
+        except Timeout:  # never again on the event loop
+            entry.stats.demote(report.cpu_us)
+            raise
         entry.stats.observe(report.cpu_us)
         return outcome
 

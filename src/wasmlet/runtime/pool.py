@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import wasmtime
 
 from wasmlet.errors import GuestError, Timeout
-from wasmlet.host.context import HostError, HostTimeout
+from wasmlet.host.context import HostError, HostInlineOverrun, HostTimeout
 from wasmlet.runtime import native
 from wasmlet.runtime.fastcall import KINDS, Signature
 from wasmlet.runtime.faults import classify
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from wasmlet.abi.base import Abi, Invocation, Outcome
     from wasmlet.host.services import HostServices
     from wasmlet.runtime.engine import EpochTicker
+
+
+# Wall time an inline call may spend before a host function sends it off the event loop.
+_INLINE_HOST_S = 0.02
 
 
 class InlineOverrun(Exception):
@@ -139,10 +143,13 @@ class InstancePool:
                 if slot.logs.size:
                     slot.logs.clear()
             if slot.host is not None:
-                slot.host.begin(inv, timeout_ms or self.spec.timeout_ms, slot.logs)
+                inline_s = _INLINE_HOST_S if fuel_cap is not None else 0.0
+                slot.host.begin(inv, timeout_ms or self.spec.timeout_ms, slot.logs, inline_s)
             outcome = self.abi.call(slot, inv)
             healthy = True
             return outcome
+        except HostInlineOverrun:
+            raise InlineOverrun from None
         except HostTimeout:
             raise Timeout(f"function exceeded its {self.spec.timeout_ms} ms timeout") from None
         except HostError as exc:  # a host function refused; its message is for the caller

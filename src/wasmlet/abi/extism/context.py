@@ -61,8 +61,10 @@ class PluginContext(HostContext):
     pending_vars: dict[str, bytes | None] = field(default_factory=dict)
     holds_vars: bool = False
 
-    def begin(self, inv: Invocation, timeout_ms: int, logs: BoundedBuffer) -> None:
-        super().begin(inv, timeout_ms, logs)
+    def begin(
+        self, inv: Invocation, timeout_ms: int, logs: BoundedBuffer, inline_s: float = 0.0
+    ) -> None:
+        super().begin(inv, timeout_ms, logs, inline_s)
         self.pending_vars.clear()
 
     def claim_vars(self) -> None:
