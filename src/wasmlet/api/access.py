@@ -23,7 +23,7 @@ from fastapi import Request
 
 from wasmlet.auth import tokens
 from wasmlet.auth.keys import KeyStore, Principal
-from wasmlet.auth.quotas import UNLIMITED, Limiter
+from wasmlet.auth.quotas import UNLIMITED, Limiter, Quota
 from wasmlet.errors import Forbidden, NotFound, Unauthorized
 from wasmlet.names import (
     DEFAULT_NAMESPACE,
@@ -124,9 +124,11 @@ class Access:
             return raw
         return qualify(principal.namespace if principal else DEFAULT_NAMESPACE, raw)
 
-    async def admit_invocation(self, scope: dict[str, Any], name: str, public: bool) -> str:
+    async def admit_invocation(
+        self, scope: dict[str, Any], name: str, public: bool
+    ) -> tuple[str, Quota]:
         """Check the caller may invoke `name` and the namespace's rate; returns the
-        namespace whose concurrency the call counts against."""
+        namespace whose concurrency the call counts against, and its quota."""
         namespace = namespace_of(name)
         if not public:
             principal = scope.get("state", {}).get("principal")
@@ -142,7 +144,7 @@ class Access:
         quota = self.limiter.quota(namespace)
         if quota is not UNLIMITED:
             self.limiter.admit(namespace, quota)
-        return namespace
+        return namespace, quota
 
 
 # -- for the management routes ------------------------------------------------------------------

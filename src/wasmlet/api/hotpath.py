@@ -177,8 +177,9 @@ class HotPath:
         access = self.access
         name = raw if qualified else await access.invocation_name(scope, raw)
         ref = await self.invoker.resolve(name)
-        namespace = await access.admit_invocation(scope, name, ref.spec.visibility == "public")
-        return Admitted(name, namespace, self.limiter.enter_quota(namespace))
+        public = ref.spec.visibility == "public"
+        namespace, quota = await access.admit_invocation(scope, name, public)
+        return Admitted(name, namespace, self.limiter.enter(namespace, quota))
 
     async def _run(self, admitted: Admitted, inv: Invocation) -> Outcome:
         try:

@@ -147,10 +147,6 @@ class Limiter:
                 retry_after=math.ceil(wait),
             )
 
-    def enter_quota(self, namespace: str) -> bool:
-        """`enter` with the namespace's current quota."""
-        return self.enter(namespace, self.quota(namespace))
-
     def enter(self, namespace: str, quota: Quota) -> bool:
         """Count an invocation in flight; RateLimited when the namespace is at its limit.
         Returns whether the caller must call `leave`."""
