@@ -63,8 +63,10 @@ class OtoroshiContext(PluginContext):
 
     attrs: dict[str, Any] = field(default_factory=dict)
 
-    def begin(self, inv: Any, timeout_ms: int, logs: BoundedBuffer) -> None:
-        super().begin(inv, timeout_ms, logs)
+    def begin(
+        self, inv: Any, timeout_ms: int, logs: BoundedBuffer, inline_s: float = 0.0
+    ) -> None:
+        super().begin(inv, timeout_ms, logs, inline_s)
         self.attrs = {}
 
 
