@@ -63,9 +63,7 @@ class OtoroshiContext(PluginContext):
 
     attrs: dict[str, Any] = field(default_factory=dict)
 
-    def begin(
-        self, inv: Any, timeout_ms: int, logs: BoundedBuffer, inline_s: float = 0.0
-    ) -> None:
+    def begin(self, inv: Any, timeout_ms: int, logs: BoundedBuffer, inline_s: float = 0.0) -> None:
         super().begin(inv, timeout_ms, logs, inline_s)
         self.attrs = {}
 
