@@ -72,6 +72,13 @@ class ServerProcess:
             path.chmod(0o600)
         return path.read_text().strip()
 
+    def __enter__(self) -> ServerProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_key()}"}
 

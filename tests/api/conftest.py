@@ -18,12 +18,8 @@ from tests.helpers import ServerProcess
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One `wasmlet serve --examples` process (SQLite, default limits) for a test module."""
-    server = ServerProcess(tmp_path_factory.mktemp("api") / "data", examples=True)
-    server.start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("api") / "data", examples=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -27,12 +27,8 @@ LOOP = FIXTURES / "loop.wat"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    proc = ServerProcess(tmp_path_factory.mktemp("access") / "data")
-    proc.start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("access") / "data") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -47,12 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "WASMLET_BODY_TIMEOUT_MS": str(BODY_TIMEOUT_MS),
         "WASMLET_HEADER_TIMEOUT_MS": str(HEADER_TIMEOUT_MS),
     }
-    proc = ServerProcess(tmp_path_factory.mktemp("bad") / "data", examples=True, env=env)
-    proc.start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("bad") / "data", examples=True, env=env) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

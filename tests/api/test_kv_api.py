@@ -33,12 +33,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("kv") / "data", env=CAPS)
-    proc.start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("kv") / "data", env=CAPS) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

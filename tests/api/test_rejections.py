@@ -39,12 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "WASMLET_MAX_BODY_BYTES": str(MAX_BODY),
         "WASMLET_MAX_MODULE_BYTES": str(MAX_MODULE),
     }
-    proc = ServerProcess(tmp_path_factory.mktemp("limits") / "data", examples=True, env=env)
-    proc.start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("limits") / "data", examples=True, env=env) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

@@ -80,12 +80,8 @@ SCHEMA_CHECK_OFF: set[tuple[str, str]] = set()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("fuzz") / "data", examples=True)
-    proc.start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("fuzz") / "data", examples=True) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")

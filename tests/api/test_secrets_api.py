@@ -57,12 +57,8 @@ def store_on(data_dir: Path, key: str | None = None) -> Iterator[SecretStore]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("secrets") / "data")
-    server.start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("secrets") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

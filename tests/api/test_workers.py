@@ -21,12 +21,10 @@ CALLS = 200
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("workers") / "data", workers=2, examples=True)
-    proc.start()
-    try:
+    with ServerProcess(
+        tmp_path_factory.mktemp("workers") / "data", workers=2, examples=True
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _worker_pids(server: ServerProcess) -> set[int]:

@@ -18,12 +18,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("route-cli") / "data", examples=True)
-    server.start()
-    try:
+    with ServerProcess(tmp_path_factory.mktemp("route-cli") / "data", examples=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def run(*args: str, url: str) -> subprocess.CompletedProcess[str]:

@@ -62,12 +62,8 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
 
 @pytest.fixture
 def server(tmp_path: Path, database_url: str | None) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path / "data", database_url=database_url)
-    proc.start()
-    try:
+    with ServerProcess(tmp_path / "data", database_url=database_url) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def sha256(data: bytes) -> str:

@@ -41,12 +41,10 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("faults") / "data", examples=True, env=SERVER_ENV)
-    proc.start()
-    try:
+    with ServerProcess(
+        tmp_path_factory.mktemp("faults") / "data", examples=True, env=SERVER_ENV
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

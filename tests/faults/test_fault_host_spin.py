@@ -34,12 +34,10 @@ GOOD_WAIT_S = 0.5
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("spin") / "data", examples=True, env=SERVER_ENV)
-    proc.start()
-    try:
+    with ServerProcess(
+        tmp_path_factory.mktemp("spin") / "data", examples=True, env=SERVER_ENV
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _spin_and_measure(server: ServerProcess, name: str, timeout_ms: int) -> list[float]:

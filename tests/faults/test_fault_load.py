@@ -32,12 +32,10 @@ FAULT_THREADS = 4
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("load") / "data", examples=True, env=SERVER_ENV)
-    proc.start()
-    try:
+    with ServerProcess(
+        tmp_path_factory.mktemp("load") / "data", examples=True, env=SERVER_ENV
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 # Each good stream: (label, request for the k-th call, check of its answer) -> problem or None.

@@ -36,12 +36,10 @@ PEAK_GROWTH = 200 * MiB
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("rss") / "data", examples=True, env=SERVER_ENV)
-    proc.start()
-    try:
+    with ServerProcess(
+        tmp_path_factory.mktemp("rss") / "data", examples=True, env=SERVER_ENV
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 class RssWatch:
