@@ -104,7 +104,12 @@ class RateLimited(WasmletError):
 
 
 class QuotaExceeded(WasmletError):
-    """A namespace is at its limit of functions or stored module bytes."""
+    """A namespace is at its limit of functions or stored module bytes. 429 like the rate
+    limits (Google APIs answer exhausted quotas the same way), with a Retry-After that
+    says: not before something is deleted or the quota raised."""
 
     code = "quota_exceeded"
-    status = 403
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int = 60) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})

@@ -221,7 +221,8 @@ def test_quotas_and_rate_limits(server_factory: Any) -> None:
             assert deploy(c, "first", GCD).status_code == 201
             assert deploy(c, "first", GCD, timeout_ms=900).status_code == 201  # same function
             second = deploy(c, "second", GCD)
-            assert "limit of 1 functions" in assert_error(second, 403, "quota_exceeded")
+            assert "limit of 1 functions" in assert_error(second, 429, "quota_exceeded")
+            assert int(second.headers["retry-after"]) >= 1
 
 
 def test_concurrent_invocations_are_capped(server_factory: Any) -> None:

@@ -50,7 +50,7 @@ SETTINGS = hypothesis.settings(
 ERROR_CODES = {
     400: {"invalid_request"},
     401: {"unauthorized"},
-    403: {"forbidden", "quota_exceeded"},
+    403: {"forbidden"},
     404: {"not_found"},
     405: {"invalid_request"},
     408: {"invalid_request"},
@@ -58,7 +58,7 @@ ERROR_CODES = {
     413: {"payload_too_large"},
     415: {"invalid_request"},
     422: {"invalid_request"},
-    429: {"rate_limited"},
+    429: {"rate_limited", "quota_exceeded"},
 }
 # Invocation routes with their name pinned to a bundled example, so generated bodies and
 # paths reach a real guest and its ABI adapter, not only the "not found" answer. What comes
