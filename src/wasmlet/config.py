@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     inline_budget_us: int = Field(1000, ge=0)
     inline_fuel: int = Field(20_000_000, ge=1000)
     executor_threads: int = Field(32, ge=1)
+    # Guest calls that compute off the event loop at once (functions without capabilities,
+    # whose calls are CPU, not waiting); more queue (up to queue_timeout_ms, then 503).
+    # -1 (default) = one fewer than the CPUs, at least 1: the event loop always keeps a core,
+    # so short calls keep their latency however many long ones arrive (bench/README.md,
+    # fault containment); 0 = no limit (long calls use every core).
+    compute_slots: int = Field(-1, ge=-1)
     # Live wasm instances per process (wasmtime's pooling allocator); 0 = allocate on demand.
     max_instances: int = Field(10_000, ge=0)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from tests.api.support import FIXTURES, GCD_WAT, deploy, unique
+from tests.api.support import FIXTURES, GCD_WAT, assert_error, deploy, deployed, unique
 from tests.helpers import ServerProcess
 
 
@@ -50,3 +52,26 @@ def test_full_pool_answers_503_with_retry_after_then_recovers(tmp_path: Path) ->
             assert f'wasmlet_overloaded_total{{function="{slow}"}} 1.0' in metrics
     finally:
         server.stop()
+
+
+def test_compute_slots_queue_long_calls_and_refuse_past_the_queue_timeout(
+    server_factory: Any,
+) -> None:
+    """With one compute slot, a second long pure-compute call waits for the first; past the
+    queue timeout it is refused as overloaded, while calls on the event loop go on."""
+    server = server_factory(
+        env={"WASMLET_COMPUTE_SLOTS": "1", "WASMLET_QUEUE_TIMEOUT_MS": "200"}, examples=True
+    )
+    with server.client() as client:
+        name = unique("spin")
+        deployed(client, name, FIXTURES / "loop.wat", timeout_ms=1500)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            calls = [
+                pool.submit(client.post, f"/api/v1/functions/{name}/invoke", json={"args": []})
+                for _ in range(2)
+            ]
+            assert client.post("/fn/gcd?args=12,18").json() == {"result": 6}
+            answers = sorted(f.result().status_code for f in calls)
+        assert answers == [503, 504], answers
+        refused = next(f.result() for f in calls if f.result().status_code == 503)
+        assert "compute slot" in assert_error(refused, 503, "overloaded")

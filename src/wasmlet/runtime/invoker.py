@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +93,13 @@ class Invoker:
         self._refresh_lock = asyncio.Lock()
         self._nested_build = threading.Lock()
         self._queue_timeout = settings.queue_timeout_ms / 1000
+        # Compute slots (config.compute_slots): calls that only compute share these, so the
+        # event loop keeps a core however many long calls arrive; calls that wait on I/O
+        # (capabilities) do not take one.
+        slots = settings.compute_slots
+        if slots < 0:
+            slots = max(1, (os.cpu_count() or 2) - 1)
+        self._compute = Gate(slots) if slots else None
         # Without fuel metering inline calls are bounded by the (always running) ticker.
         self._inline_fuel = settings.inline_fuel if settings.fuel_metering else None
 
@@ -264,6 +272,13 @@ class Invoker:
         pool, stats = entry.pool, entry.stats
         timeout_ms = max(1, pool.spec.timeout_ms - int(report.duration_us / 1000))
         OFFLOADS.labels(pool.ref.name).inc()
+        compute = self._compute if entry.replayable else None
+        if compute is not None and not compute.try_enter():
+            try:
+                await compute.enter(self._queue_timeout)
+            except TimeoutError:
+                OVERLOADS.labels(pool.ref.name).inc()
+                raise Overloaded("every compute slot stayed busy; try again") from None
         ticker = self.runtime.ticker
         ticker.hold()
         try:
@@ -273,6 +288,8 @@ class Invoker:
             )
         finally:
             ticker.release()
+            if compute is not None:
+                compute.leave()
             stats.observe(report.cpu_us)
 
     # -- function-to-function calls ------------------------------------------------------
