@@ -30,6 +30,7 @@ from wasmlet.errors import InvalidRequest, NotFound, PayloadTooLarge, WasmletErr
 from wasmlet.names import is_valid_name
 from wasmlet.registry.changes import ChangeSignal
 from wasmlet.registry.routes import RouteStore
+from wasmlet.runtime.pool import VersionRef
 
 Scope = dict[str, Any]
 _FUNCTIONS = "/api/v1/functions/"
@@ -39,7 +40,7 @@ _UPLOAD_MODULES = 4  # a main module and linked ones (Extism multi-module manife
 
 @dataclass(slots=True)
 class Admitted:
-    name: str  # qualified
+    ref: VersionRef  # the version resolved for the request (name: qualified)
     namespace: str
     counted: bool  # holds one of its namespace's concurrent-invocation places
 
@@ -179,11 +180,11 @@ class HotPath:
         ref = await self.invoker.resolve(name)
         public = ref.spec.visibility == "public"
         namespace, quota = await access.admit_invocation(scope, name, public)
-        return Admitted(name, namespace, self.limiter.enter(namespace, quota))
+        return Admitted(ref, namespace, self.limiter.enter(namespace, quota))
 
     async def _run(self, admitted: Admitted, inv: Invocation) -> Outcome:
         try:
-            return await self.invoker.invoke(admitted.name, inv)
+            return await self.invoker.invoke(admitted.ref.name, inv, admitted.ref)
         finally:
             if admitted.counted:
                 self.limiter.leave(admitted.namespace)

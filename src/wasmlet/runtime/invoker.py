@@ -217,11 +217,13 @@ class Invoker:
 
     # -- running ---------------------------------------------------------------------------
 
-    async def invoke(self, name: str, inv: Invocation) -> Outcome:
-        await self.sync()
-        ref = self.active.get(name)
+    async def invoke(self, name: str, inv: Invocation, ref: VersionRef | None = None) -> Outcome:
+        """Run `name`; `ref` is its version when the caller has just resolved it."""
         if ref is None:
-            raise NotFound(f"function {name!r} not found")
+            await self.sync()
+            ref = self.active.get(name)
+            if ref is None:
+                raise NotFound(f"function {name!r} not found")
         entry = self.entries.get((name, ref.function_id, ref.digest)) or await self._entry(ref)
         gate = entry.gate
         if not gate.try_enter():
