@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # thousands of functions at most.
     max_module_functions: int = Field(50_000, ge=1)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    # Serve invocations straight from the HTTP protocol, without an ASGI cycle
+    # (http_protocol.py); off: every request takes the ASGI path.
+    fast_lane: bool = True
     # A request body must have arrived completely this long after the request started, or
     # the request ends with 408 and the connection is closed: a client trickling its body
     # (slowloris) cannot hold a connection and a handler forever. Generous enough for a

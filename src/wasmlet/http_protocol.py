@@ -1,5 +1,8 @@
-"""uvicorn's httptools protocol with the two limits it lacks: the size of a request's
-header block and the time the header block may take to arrive.
+"""uvicorn's httptools protocol with the two limits it lacks, and a fast lane for
+invocations.
+
+Limits: the size of a request's header block and the time the header block may take to
+arrive.
 
 httptools accepts headers of any size and waits for them forever, so one client can hold
 a connection (and a place under `limit_concurrency`) open by sending a header a byte at a
@@ -7,16 +10,44 @@ time, or make the server buffer megabytes of headers. Here a header block over
 MAX_HEADER_BYTES is answered with 431, and one not complete HEADER_TIMEOUT_S after the
 request began with 408; both close the connection. Bodies have their own deadline
 (api/hotpath.py).
+
+The fast lane: uvicorn serves each request through an ASGI cycle (a scope, a task, receive
+and send coroutines, message dicts), which costs more CPU than running a small guest
+inline. An invocation whose admission needs no I/O (`HotPath.fast`) is served here
+instead: its body is collected from the parser's callbacks, the guest runs when the body
+is complete, and the response is written in one piece. Everything else (management
+requests, keys not yet verified in this process, registry reloads, HEAD, HTTP/1.0,
+Expect: 100-continue, upgrades, requests pipelined behind one in progress) takes uvicorn's
+ordinary path. A call that cannot run inline (offloaded, queued, replayed) continues in a
+task. While the fast lane serves a request, `_FastCycle` stands in for uvicorn's cycle, so
+uvicorn's own pipelining, disconnect and shutdown handling work unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import time
+from collections.abc import Awaitable
+from typing import Any
+from urllib.parse import unquote
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+)
+
+from wasmlet.abi import Outcome
+from wasmlet.api.hotpath import FastCall, HotPath
+from wasmlet.api.responses import Headers, error_outcome, response_parts
+from wasmlet.errors import InvalidRequest, PayloadTooLarge, WasmletError
+
+log = logging.getLogger("wasmlet")
 
 # From the settings of the same names (server.py exports them to the worker processes).
 MAX_HEADER_BYTES = int(os.environ.get("WASMLET_MAX_HEADER_BYTES", 64 * 1024))
@@ -25,10 +56,43 @@ HEADER_TIMEOUT_S = int(os.environ.get("WASMLET_HEADER_TIMEOUT_MS", 10_000)) / 10
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
+# Responses up to this size go out in one write with their head; larger ones in two, so a
+# big body is not copied just to prepend a few hundred bytes.
+_JOIN_LIMIT = 64 * 1024
+
+
+class _NoEvent:
+    def set(self) -> None:
+        pass
+
+
+class _FastCycle:
+    """What uvicorn's connection handling reads of a RequestResponseCycle, for a request
+    the fast lane serves."""
+
+    __slots__ = ("disconnected", "keep_alive", "message_event", "response_complete")
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.disconnected = False
+        self.response_complete = False
+        self.message_event = _NoEvent()
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _header_bytes = 0
     _header_timer: asyncio.TimerHandle | None = None
     _refusal: tuple[int, str] | None = None
+    _fast: FastCall | None = None  # the fast-lane request whose body is arriving
+    _fast_body: list[bytes]
+    _fast_size = 0
+    deadline = 0.0  # when that body must be complete (watched by the lane's BodyDeadlines)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        app = self.app
+        self._lane: HotPath | None = app if isinstance(app, HotPath) and app.fast_lane else None
+        self._fast_body = []
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -47,11 +111,164 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_timer()
-        super().on_headers_complete()
+        lane = self._lane
+        if lane is None or not self._start_fast(lane):
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        call = self._fast
+        if call is None:
+            super().on_body(body)
+            return
+        self._fast_size += len(body)
+        if self._fast_size > self._lane.max_body:  # type: ignore[union-attr]
+            limit = self._lane.max_body  # type: ignore[union-attr]
+            self._drop_fast(call)
+            self.cycle.keep_alive = False  # the rest of the body is not worth reading
+            self._respond(
+                self.cycle,  # type: ignore[arg-type]
+                error_outcome(PayloadTooLarge(f"request body exceeds the {limit}-byte limit")),
+            )
+            return
+        self._fast_body.append(body)
+
+    def on_message_complete(self) -> None:
+        call = self._fast
+        if call is None:
+            super().on_message_complete()
+            return
+        lane: HotPath = self._lane  # type: ignore[assignment]
+        self._fast = None
+        lane.deadlines.waiting.discard(self)
+        chunks, self._fast_body, self._fast_size = self._fast_body, [], 0
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        cycle: _FastCycle = self.cycle  # type: ignore[assignment]
+        try:
+            result = lane.fast_run(call, body)
+        except Exception:  # a host-side bug: answer this request, keep serving the others
+            log.exception("fast-lane invocation failed")
+            result = error_outcome(WasmletError("internal error"))
+        if isinstance(result, Outcome):
+            self._respond(cycle, result)
+        else:
+            task = self.loop.create_task(self._respond_later(cycle, result))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        call = self._fast
+        if call is not None:
+            self._drop_fast(call)
         super().connection_lost(exc)
+
+    # -- the fast lane ---------------------------------------------------------------------
+
+    def _start_fast(self, lane: HotPath) -> bool:
+        """Take the request whose head just arrived into the fast lane, if it qualifies."""
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.expect_100_continue:
+            return False  # pipelined behind a request in progress; or waits for a 100
+        parser = self.parser
+        if parser.get_http_version() != "1.1" or parser.should_upgrade():
+            return False
+        method = parser.get_method().decode("ascii")
+        limit = self.limit_concurrency
+        if method == "HEAD" or (
+            limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit)
+        ):
+            return False  # uvicorn answers 503 past its concurrency limit
+        url = httptools.parse_url(self.url)
+        raw_path = url.path
+        path = raw_path.decode("ascii")
+        scope = self.scope
+        scope["method"] = method
+        scope["path"] = self.root_path + (unquote(path) if "%" in path else path)
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = url.query or b""
+        try:
+            answer = lane.fast(scope)
+        except Exception:  # a host-side bug: let the ASGI path answer (and log) it
+            log.exception("fast-lane admission failed")
+            return False
+        if answer is None:
+            return False
+        self.cycle = cycle = _FastCycle(parser.should_keep_alive())  # type: ignore[assignment]
+        if isinstance(answer, FastCall):
+            self._fast = answer
+            self.deadline = time.monotonic() + lane.deadlines.ms / 1000
+            lane.deadlines.watch(self)  # type: ignore[arg-type]
+        else:  # refused at admission; its body, if any, is read and dropped by the parser
+            self._respond(cycle, answer)  # type: ignore[arg-type]
+        return True
+
+    def expire(self) -> None:
+        """The body deadline passed (BodyDeadlines): answer 408 and close."""
+        call = self._fast
+        if call is None:
+            return
+        self._drop_fast(call)
+        cycle: _FastCycle = self.cycle  # type: ignore[assignment]
+        cycle.keep_alive = False
+        ms = self._lane.deadlines.ms  # type: ignore[union-attr]
+        exc = InvalidRequest(
+            f"the request body did not arrive within {ms} ms (body_timeout_ms)", status=408
+        )
+        self._respond(cycle, error_outcome(exc))
+
+    def _drop_fast(self, call: FastCall) -> None:
+        lane: HotPath = self._lane  # type: ignore[assignment]
+        self._fast = None
+        self._fast_body, self._fast_size = [], 0
+        lane.deadlines.waiting.discard(self)  # type: ignore[arg-type]
+        lane.fast_abandon(call)
+
+    async def _respond_later(self, cycle: _FastCycle, pending: Awaitable[Outcome]) -> None:
+        try:
+            outcome = await pending
+        except Exception:
+            log.exception("fast-lane invocation failed")
+            outcome = error_outcome(WasmletError("internal error"))
+        self._respond(cycle, outcome)
+
+    def _respond(self, cycle: _FastCycle, outcome: Outcome) -> None:
+        """Write a whole response and finish the request as uvicorn's cycle would."""
+        if cycle.disconnected or cycle.response_complete:
+            return
+        transport = self.transport
+        if transport.is_closing():
+            cycle.response_complete = True
+            return
+        headers, body = response_parts(outcome)
+        try:
+            head = self._head(outcome.status, headers, cycle.keep_alive)
+        except ValueError as exc:
+            log.error("invalid response from a function: %s", exc)
+            headers, body = response_parts(error_outcome(WasmletError("internal error")))
+            head = self._head(500, headers, cycle.keep_alive)
+        if len(body) <= _JOIN_LIMIT:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+            transport.write(body)
+        cycle.response_complete = True
+        if not cycle.keep_alive:
+            transport.close()
+        self.on_response_complete()
+
+    def _head(self, status: int, headers: Headers, keep_alive: bool) -> bytes:
+        line = STATUS_LINE.get(status)
+        if line is None:
+            raise ValueError(f"status {status}")
+        parts = [line]
+        for name, value in (*self.server_state.default_headers, *headers):
+            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+                raise ValueError(f"header {name!r}")
+            parts += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
 
     def _count(self, n: int) -> None:
         self._header_bytes += n

@@ -44,6 +44,11 @@ OFFLOADS = Counter(
     ["function"],
 )
 
+# Which path served an invocation request: the HTTP fast lane (http_protocol.py) or ASGI.
+LANES = Counter("wasmlet_http_invocations_total", "Invocation requests by serving path", ["lane"])
+FAST_LANE = LANES.labels("fast")
+ASGI_LANE = LANES.labels("asgi")
+
 
 _RECORD_FIELDS = (
     "function",

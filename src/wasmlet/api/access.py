@@ -34,6 +34,7 @@ from wasmlet.names import (
     qualify,
     split,
 )
+from wasmlet.pending import Pending, settled
 
 ADMIN_PREFIXES = ("/api/v1/keys", "/api/v1/namespaces")
 _READ_METHODS = frozenset({"GET", "HEAD"})
@@ -74,32 +75,42 @@ class Access:
         self.limiter = limiter
         self.executor = executor
 
-    async def principal(self, scope: dict[str, Any]) -> Principal | None:
-        """The caller's key, None without one; Unauthorized for a key that is not live."""
+    def principal(self, scope: dict[str, Any]) -> Principal | None:
+        """The caller's key, None without one; Unauthorized for a key that is not live.
+        Pending when the key has not been verified in this process yet."""
         raw = _token(scope)
         if raw is None:
             return None
         found = self.keys.cached(raw)
-        if found is None:  # argon2: tens of milliseconds, off the event loop
-            loop = asyncio.get_running_loop()
-            found = await loop.run_in_executor(self.executor, self.keys.authenticate, raw)
         if found is None:
-            raise Unauthorized("invalid or revoked API key")
+            raise Pending(lambda: self._verify(raw))
         scope.setdefault("state", {})["principal"] = found
         return found
 
-    async def _fresh_quotas(self) -> None:
+    async def _verify(self, raw: str) -> None:
+        # argon2: tens of milliseconds, off the event loop. A live key is cached by it.
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self.executor, self.keys.authenticate, raw) is None:
+            raise Unauthorized("invalid or revoked API key")
+
+    def _fresh_quotas(self) -> None:
         if self.limiter.stale():
-            await asyncio.get_running_loop().run_in_executor(self.executor, self.limiter.reload)
+            raise Pending(self._reload_quotas)
+
+    async def _reload_quotas(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.limiter.reload)
 
     # -- management --------------------------------------------------------------------------
 
     async def management(self, scope: dict[str, Any]) -> None:
         """Authenticate and authorise a request the management app will answer."""
+        await settled(lambda: self._management(scope))
+
+    def _management(self, scope: dict[str, Any]) -> None:
         path: str = scope["path"]
         if not path.startswith(("/api/", "/function/")) or scope["method"] == "OPTIONS":
             return  # docs, health, metrics, CORS preflights, or nothing (a plain 404)
-        principal = await self.principal(scope)
+        principal = self.principal(scope)
         if principal is None:
             raise Unauthorized(
                 "an API key is required: send 'Authorization: Bearer <key>' "
@@ -111,36 +122,35 @@ class Access:
             need = "read" if scope["method"] in _READ_METHODS else "deploy"
         if not principal.allows(need):
             raise Forbidden(f"this key lacks the {need!r} scope")
-        await self._fresh_quotas()
+        self._fresh_quotas()
         self.limiter.admit(principal.namespace, self.limiter.quota(principal.namespace))
 
     # -- invocations ---------------------------------------------------------------------------
 
-    async def invocation_name(self, scope: dict[str, Any], raw: str) -> str:
+    def invocation_name(self, scope: dict[str, Any], raw: str) -> str:
         """The qualified function an invocation names: `ns~name` as given, else the name in
         the caller's namespace (the default namespace without a key)."""
-        principal = await self.principal(scope)
+        principal = self.principal(scope)
         if SEPARATOR in raw:
             return raw
         return qualify(principal.namespace if principal else DEFAULT_NAMESPACE, raw)
 
-    async def admit_invocation(
-        self, scope: dict[str, Any], name: str, public: bool
-    ) -> tuple[str, Quota]:
+    def admit_invocation(self, scope: dict[str, Any], name: str, public: bool) -> tuple[str, Quota]:
         """Check the caller may invoke `name` and the namespace's rate; returns the
-        namespace whose concurrency the call counts against, and its quota."""
+        namespace whose concurrency the call counts against, and its quota. Every check
+        that may be Pending comes before the rate bucket is charged."""
         namespace = namespace_of(name)
         if not public:
             principal = scope.get("state", {}).get("principal")
             if principal is None:
-                principal = await self.principal(scope)
+                principal = self.principal(scope)
             if principal is None:
                 raise Unauthorized(f"function {name!r} is private: an API key is required")
             if principal.namespace != namespace and not principal.operator:
                 raise Forbidden(f"this key belongs to another namespace than {name!r}")
             if not principal.allows("invoke"):
                 raise Forbidden("this key lacks the 'invoke' scope")
-        await self._fresh_quotas()
+        self._fresh_quotas()
         quota = self.limiter.quota(namespace)
         if quota is not UNLIMITED:
             self.limiter.admit(namespace, quota)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -23,11 +24,13 @@ from urllib.parse import parse_qsl, unquote
 from wasmlet.abi import Invocation, Outcome
 from wasmlet.abi.base import is_json
 from wasmlet.api.access import without_keys
-from wasmlet.api.responses import send_error, send_json, send_outcome
+from wasmlet.api.responses import error_outcome, send_error, send_json, send_outcome
 from wasmlet.api.router import Match, Router, request_host
 from wasmlet.api.state import AppState
 from wasmlet.errors import InvalidRequest, NotFound, PayloadTooLarge, WasmletError
+from wasmlet.metering import ASGI_LANE, FAST_LANE
 from wasmlet.names import is_valid_name
+from wasmlet.pending import Pending, settled
 from wasmlet.registry.changes import ChangeSignal
 from wasmlet.registry.routes import RouteStore
 from wasmlet.runtime.pool import VersionRef
@@ -39,10 +42,36 @@ _UPLOAD_MODULES = 4  # a main module and linked ones (Extism multi-module manife
 
 
 @dataclass(slots=True)
+class Target:
+    """The function an invocation request names and what it hands it, read from the head."""
+
+    name: str  # as the caller gave it, or qualified already (a route's function)
+    qualified: bool
+    path: str  # the path the function sees
+    via: str
+    export: str | None
+    script_name: str | None = None  # a route's mount point; None: /fn/{name}
+
+
+# `/function/invoke` (WasmEngine's API) names its function in the body, not the head.
+_COMPAT = Target("", True, "/", "compat", None)
+
+
+@dataclass(slots=True)
 class Admitted:
     ref: VersionRef  # the version resolved for the request (name: qualified)
     namespace: str
     counted: bool  # holds one of its namespace's concurrent-invocation places
+
+
+@dataclass(slots=True)
+class FastCall:
+    """A request admitted from its head by the HTTP fast lane (http_protocol.py), its body
+    still to come. Holds its namespace's concurrency place until run or abandoned."""
+
+    scope: Scope
+    target: Target
+    admitted: Admitted
 
 
 class HotPath:
@@ -51,6 +80,7 @@ class HotPath:
         self.state = state
         self.invoker = state.invoker
         self.max_body = state.settings.max_body_bytes
+        self.fast_lane = state.settings.fast_lane
         self.deadlines = BodyDeadlines(state.settings.body_timeout_ms)
         self.access = state.access
         self.limiter = state.limiter
@@ -67,31 +97,18 @@ class HotPath:
             if _has_body(scope):  # every route's body, the management app's uploads too
                 body = self.deadlines.reader(receive, send)
                 receive, send = body.receive, body.send
-            path: str = scope["path"]
             reloading = self.router.pending()
             if reloading is not None:
                 await asyncio.shield(reloading)
-            table = self.router.table
             try:
-                if table.has_hosts:
-                    found = table.match_host(_host(scope), path, scope["method"])
-                    if found is not None:
-                        return await self._route(scope, receive, send, found)
-                if path.startswith(_FUNCTIONS):
-                    parts = path[len(_FUNCTIONS) :].split("/")
-                    if len(parts) in (2, 3) and parts[1] == "invoke":
-                        return await self._invoke(scope, receive, send, parts)
-                elif path.startswith("/fn/"):
-                    return await self._gateway(scope, receive, send)
-                elif path == "/function/invoke":
+                target = self._target(scope)
+                if target is _COMPAT:
                     return await self._compat_invoke(scope, receive, send)
-                elif table.has_default:
-                    found = table.match_default(path, scope["method"])
-                    if found is not None:
-                        return await self._route(scope, receive, send, found)
+                if target is not None:
+                    return await self._invoke(scope, receive, send, target)
                 # Everything else is the management app: a key with the right scope.
                 await self.access.management(scope)
-                if path in _UPLOADS:
+                if scope["path"] in _UPLOADS:
                     self._check_upload_size(scope)
             except WasmletError as exc:
                 return await send_error(send, exc)
@@ -110,38 +127,73 @@ class HotPath:
 
         return wrapped
 
-    # -- routes ----------------------------------------------------------------------------
+    # -- which function ----------------------------------------------------------------------
 
-    async def _route(self, scope: Scope, receive: Any, send: Any, found: Match) -> None:
-        """A gateway route: the whole request goes to the route's function."""
-        admitted = await self._admit(scope, found.route.function, qualified=True)
-        body = await self._body(scope, receive)
-        inv = self._invocation(scope, body, path=found.path, via="route", export=None)
-        # A stripped prefix is where the function is mounted; otherwise it sees the root.
-        route = found.route
-        inv.script_name = route.path.rstrip("/") if route.strip_prefix else ""
-        await send_outcome(send, await self._run(admitted, inv))
+    def _target(self, scope: Scope) -> Target | None:
+        """The invocation a request's head names (routes, the invoke API, the gateway), or
+        None for the management app. Raises for invocation paths it cannot serve."""
+        path: str = scope["path"]
+        table = self.router.table
+        if table.has_hosts:
+            found = table.match_host(_host(scope), path, scope["method"])
+            if found is not None:
+                return _route_target(found)
+        if path.startswith(_FUNCTIONS):
+            parts = path[len(_FUNCTIONS) :].split("/")
+            if len(parts) in (2, 3) and parts[1] == "invoke":
+                if scope["method"] != "POST":
+                    raise InvalidRequest("use POST to invoke a function", status=405)
+                export = unquote(parts[2]) if len(parts) == 3 and parts[2] else None
+                return Target(_name(parts[0]), False, "/", "api", export)
+        elif path.startswith("/fn/"):
+            name, _, sub = path[4:].partition("/")
+            query = scope.get("query_string", b"")
+            export = (
+                dict(parse_qsl(query.decode("latin-1"))).get("export")
+                if b"export=" in query
+                else None
+            )
+            return Target(_name(name), False, "/" + sub, "gateway", export)
+        elif path == "/function/invoke":
+            return _COMPAT
+        elif table.has_default:
+            found = table.match_default(path, scope["method"])
+            if found is not None:
+                return _route_target(found)
+        return None
 
-    async def _invoke(self, scope: Scope, receive: Any, send: Any, parts: list[str]) -> None:
-        if scope["method"] != "POST":
-            raise InvalidRequest("use POST to invoke a function", status=405)
-        admitted = await self._admit(scope, _name(parts[0]))
-        export = unquote(parts[2]) if len(parts) == 3 and parts[2] else None
-        body = await self._body(scope, receive)
-        inv = self._invocation(scope, body, path="/", via="api", export=export)
-        await send_outcome(send, await self._run(admitted, inv))
+    # -- access ----------------------------------------------------------------------------
 
-    async def _gateway(self, scope: Scope, receive: Any, send: Any) -> None:
-        rest = scope["path"][4:]
-        name, _, sub = rest.partition("/")
-        admitted = await self._admit(scope, _name(name))
-        body = await self._body(scope, receive)
-        query = scope.get("query_string", b"").decode("latin-1")
-        export = None
-        if "export=" in query:
-            export = dict(parse_qsl(query)).get("export")
-        inv = self._invocation(scope, body, path="/" + sub, via="gateway", export=export)
-        await send_outcome(send, await self._run(admitted, inv))
+    def _admit_now(self, scope: Scope, name: str, qualified: bool) -> Admitted:
+        """Resolve the function a request names and check the caller may invoke it, before
+        its body is read (api/access.py). Pending when that needs I/O first."""
+        access = self.access
+        if not qualified:
+            name = access.invocation_name(scope, name)
+        ref = self.invoker.resolve_now(name)
+        public = ref.spec.visibility == "public"
+        namespace, quota = access.admit_invocation(scope, name, public)
+        return Admitted(ref, namespace, self.limiter.enter(namespace, quota))
+
+    async def _admit(self, scope: Scope, name: str, qualified: bool) -> Admitted:
+        return await settled(lambda: self._admit_now(scope, name, qualified))
+
+    def _leave(self, admitted: Admitted) -> None:
+        if admitted.counted:
+            self.limiter.leave(admitted.namespace)
+
+    # -- the ASGI path -----------------------------------------------------------------------
+
+    async def _invoke(self, scope: Scope, receive: Any, send: Any, target: Target) -> None:
+        ASGI_LANE.inc()
+        admitted = await self._admit(scope, target.name, target.qualified)
+        try:
+            body = await self._body(scope, receive)
+            inv = self._invocation(scope, body, target)
+            outcome = await self.invoker.invoke(admitted.ref.name, inv, admitted.ref)
+        finally:
+            self._leave(admitted)
+        await send_outcome(send, outcome)
 
     async def _compat_invoke(self, scope: Scope, receive: Any, send: Any) -> None:
         """WasmEngine's `POST /function/invoke {function_name, args}`."""
@@ -154,11 +206,15 @@ class HotPath:
             raise InvalidRequest("request body is not valid JSON", status=400) from None
         if not isinstance(data, dict) or not isinstance(data.get("function_name"), str):
             raise InvalidRequest("expected {function_name: string, args: {...}}")
-        admitted = await self._admit(scope, _name(data["function_name"]))
-        args = data.get("args", [])
-        inv = self._invocation(scope, b"", path="/", via="compat", export=data.get("export"))
-        inv.args = args
-        outcome = await self._run(admitted, inv)
+        ASGI_LANE.inc()
+        admitted = await self._admit(scope, _name(data["function_name"]), False)
+        target = Target(admitted.ref.name, True, "/", "compat", data.get("export"))
+        inv = self._invocation(scope, b"", target)
+        inv.args = data.get("args", [])
+        try:
+            outcome = await self.invoker.invoke(admitted.ref.name, inv, admitted.ref)
+        finally:
+            self._leave(admitted)
         if (
             outcome.status == 200
             and outcome.headers[:1] == [(b"content-type", b"application/json")]
@@ -170,24 +226,59 @@ class HotPath:
                 send, outcome.status, {"result": outcome.body.decode("utf-8", "replace")}
             )
 
-    # -- access ----------------------------------------------------------------------------
+    # -- the fast lane -------------------------------------------------------------------------
 
-    async def _admit(self, scope: Scope, raw: str, *, qualified: bool = False) -> Admitted:
-        """Resolve the function a request names and check the caller may invoke it, before
-        its body is read (api/access.py)."""
-        access = self.access
-        name = raw if qualified else await access.invocation_name(scope, raw)
-        ref = await self.invoker.resolve(name)
-        public = ref.spec.visibility == "public"
-        namespace, quota = await access.admit_invocation(scope, name, public)
-        return Admitted(ref, namespace, self.limiter.enter(namespace, quota))
+    def fast(self, scope: Scope) -> FastCall | Outcome | None:
+        """Admit an invocation from its head alone, for the HTTP fast lane.
 
-    async def _run(self, admitted: Admitted, inv: Invocation) -> Outcome:
+        A FastCall to run once its body is in (`fast_run`), an Outcome to answer at once
+        (the request was refused), or None: the request takes the ASGI path (not an
+        invocation, or admitting it needs I/O: a key not yet verified, a registry reload).
+        """
+        if self.router.pending() is not None:
+            return None
+        try:
+            target = self._target(scope)
+            if target is None or target is _COMPAT:
+                return None
+            admitted = self._admit_now(scope, target.name, target.qualified)
+        except Pending:
+            return None
+        except WasmletError as exc:
+            return error_outcome(exc)
+        try:
+            self._check_declared_size(scope)
+        except WasmletError as exc:
+            self._leave(admitted)
+            return error_outcome(exc)
+        return FastCall(scope, target, admitted)
+
+    def fast_run(self, call: FastCall, body: bytes) -> Outcome | Awaitable[Outcome]:
+        """Run an admitted call: its Outcome when it ran inline, else an awaitable of it."""
+        FAST_LANE.inc()
+        admitted = call.admitted
+        inv = self._invocation(call.scope, body, call.target)
+        try:
+            outcome = self.invoker.invoke_now(admitted.ref.name, inv, admitted.ref)
+        except WasmletError as exc:
+            self._leave(admitted)
+            return error_outcome(exc)
+        if outcome is None:
+            return self._run_later(admitted, inv)
+        self._leave(admitted)
+        return outcome
+
+    def fast_abandon(self, call: FastCall) -> None:
+        """The client went away (or was too slow) before the call could run."""
+        self._leave(call.admitted)
+
+    async def _run_later(self, admitted: Admitted, inv: Invocation) -> Outcome:
         try:
             return await self.invoker.invoke(admitted.ref.name, inv, admitted.ref)
+        except WasmletError as exc:
+            return error_outcome(exc)
         finally:
-            if admitted.counted:
-                self.limiter.leave(admitted.namespace)
+            self._leave(admitted)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -199,9 +290,7 @@ class HotPath:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
                 raise PayloadTooLarge(f"upload exceeds the {limit}-byte limit")
 
-    def _invocation(
-        self, scope: Scope, body: bytes, *, path: str, via: str, export: str | None
-    ) -> Invocation:
+    def _invocation(self, scope: Scope, body: bytes, target: Target) -> Invocation:
         headers = scope["headers"]
         state = scope.get("state")
         if state and "principal" in state:  # the caller sent a wasmlet key: not for the guest
@@ -211,19 +300,20 @@ class HotPath:
         host = next((v.decode("latin-1") for k, v in headers if k == b"host"), server[0])
         return Invocation(
             method=scope["method"],
-            path=path,
+            path=target.path,
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             body=body,
-            export=export,
-            via=via,
+            export=target.export,
+            via=target.via,
+            script_name=target.script_name,
             server_name=host.rsplit(":", 1)[0] if host.count(":") == 1 else host,
             server_port=server[1] or 80,
             remote_addr=client[0],
             scheme=scope.get("scheme", "http"),
         )
 
-    async def _body(self, scope: Scope, receive: Any) -> bytes:
+    def _check_declared_size(self, scope: Scope) -> None:
         limit = self.max_body
         for key, value in scope["headers"]:
             if key == b"content-length":
@@ -233,6 +323,10 @@ class HotPath:
                     raise InvalidRequest("invalid Content-Length", status=400) from None
                 if declared > limit:
                     raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+
+    async def _body(self, scope: Scope, receive: Any) -> bytes:
+        self._check_declared_size(scope)
+        limit = self.max_body
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -367,6 +461,13 @@ def _has_body(scope: Scope) -> bool:
         if key == b"transfer-encoding":
             return True
     return False
+
+
+def _route_target(found: Match) -> Target:
+    route = found.route
+    # A stripped prefix is where the function is mounted; otherwise it sees the root.
+    script_name = route.path.rstrip("/") if route.strip_prefix else ""
+    return Target(route.function, True, found.path, "route", None, script_name)
 
 
 def _host(scope: Scope) -> str:

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import NoReturn
 
 import wasmtime
 
@@ -20,6 +21,7 @@ from wasmlet.host.context import HostContext, HostError
 from wasmlet.host.secrets import redact
 from wasmlet.host.services import HostServices
 from wasmlet.metering import CACHE_EVENTS, OFFLOADS, OVERLOADS, POOL_WAITS, Meter
+from wasmlet.pending import Pending
 from wasmlet.registry.blobs import BlobStore
 from wasmlet.registry.changes import ChangeSignal
 from wasmlet.registry.repository import Repository
@@ -145,14 +147,25 @@ class Invoker:
         The first request to see a change starts the reload; every request arriving while
         it runs waits for the same reload, so none is answered from the old table.
         """
+        reloading = self._reloading()
+        if reloading is not None:
+            await asyncio.shield(reloading)
+
+    def _reloading(self) -> asyncio.Future[None] | None:
         if self.changes.changed():
             self._refreshing = asyncio.ensure_future(self.refresh())
         pending = self._refreshing
-        if pending is not None and not pending.done():
-            await asyncio.shield(pending)
+        return pending if pending is not None and not pending.done() else None
 
     async def resolve(self, name: str) -> VersionRef:
         await self.sync()
+        return self.resolve_now(name)
+
+    def resolve_now(self, name: str) -> VersionRef:
+        """The active version of `name`; Pending while the name table is being reloaded."""
+        reloading = self._reloading()
+        if reloading is not None:
+            raise Pending(partial(asyncio.shield, reloading))
         ref = self.active.get(name)
         if ref is None:
             raise NotFound(f"function {name!r} not found")
@@ -242,19 +255,49 @@ class Invoker:
             outcome = self._run_inline(entry, inv, report) if inline else None
             if outcome is None:
                 outcome = await self._offload(entry, inv, report)
-        except WasmletError as exc:
-            self._redact(name, exc)
-            self._record(ref, inv, started, report, exc.status, exc)
-            raise
-        except Exception as exc:  # a host-side bug: contain it to this call, keep its trace
-            log.exception("invocation of %s failed inside the host", name)
-            error = WasmletError(f"internal error: {exc.__class__.__name__}: {exc}")
-            self._record(ref, inv, started, report, error.status, error)
-            raise error from exc
+        except Exception as exc:
+            self._fail(ref, inv, started, report, exc)
         finally:
             gate.leave()
         self._record(ref, inv, started, report, outcome.status, None)
         return outcome
+
+    def invoke_now(self, name: str, inv: Invocation, ref: VersionRef) -> Outcome | None:
+        """`invoke` for a call that can finish without waiting: its pool is built, has a
+        free place and runs it inline. None when it cannot; then nothing was recorded and
+        nothing the guest did survives (an inline attempt that overran was abandoned with
+        its instance), so the caller goes on with `invoke`, which replays it off-loop."""
+        entry = self.entries.get((name, ref.function_id, ref.digest))
+        if entry is None or not (entry.stats.inline and entry.pool.inline_ok):
+            return None
+        gate = entry.gate
+        if not gate.try_enter():
+            return None
+        started = time.time()
+        report = CallReport()
+        try:
+            outcome = self._run_inline(entry, inv, report)
+        except Exception as exc:
+            self._fail(ref, inv, started, report, exc)
+        finally:
+            gate.leave()
+        if outcome is not None:
+            self._record(ref, inv, started, report, outcome.status, None)
+        return outcome
+
+    def _fail(
+        self, ref: VersionRef, inv: Invocation, started: float, report: CallReport, exc: Exception
+    ) -> NoReturn:
+        """Record a failed call and raise its error (a host-side bug becomes a 500
+        contained to this call, its trace logged)."""
+        if isinstance(exc, WasmletError):
+            self._redact(ref.name, exc)
+            self._record(ref, inv, started, report, exc.status, exc)
+            raise exc
+        log.exception("invocation of %s failed inside the host", ref.name)
+        error = WasmletError(f"internal error: {exc.__class__.__name__}: {exc}")
+        self._record(ref, inv, started, report, error.status, error)
+        raise error from exc
 
     def _run_inline(self, entry: Entry, inv: Invocation, report: CallReport) -> Outcome | None:
         """Run on the event loop thread; None means "overran its fuel cap, replay off-loop"."""
