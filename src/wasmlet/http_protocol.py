@@ -25,7 +25,6 @@ uvicorn's own pipelining, disconnect and shutdown handling work unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -45,6 +44,7 @@ from uvicorn.protocols.http.httptools_impl import (
 from wasmlet.abi import Outcome
 from wasmlet.api.hotpath import FastCall, HotPath
 from wasmlet.api.responses import Headers, error_outcome, response_parts
+from wasmlet.deadlines import Deadlines
 from wasmlet.errors import InvalidRequest, PayloadTooLarge, WasmletError
 
 log = logging.getLogger("wasmlet")
@@ -59,6 +59,24 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 # Responses up to this size go out in one write with their head; larger ones in two, so a
 # big body is not copied just to prepend a few hundred bytes.
 _JOIN_LIMIT = 64 * 1024
+
+
+# Every connection's header deadline (from the first byte of a request to the end of its
+# header block), on one timer.
+_HEADS = Deadlines()
+
+_rendered_defaults: tuple[object, bytes] = (None, b"")
+
+
+def _default_headers(headers: Headers) -> bytes:
+    """uvicorn's default headers (date, server) as bytes; uvicorn replaces the list once a
+    second, so they are rendered once per list."""
+    global _rendered_defaults
+    seen, rendered = _rendered_defaults
+    if seen is not headers:
+        rendered = b"".join(b"%s: %s\r\n" % item for item in headers)
+        _rendered_defaults = (headers, rendered)
+    return rendered
 
 
 class _NoEvent:
@@ -81,12 +99,10 @@ class _FastCycle:
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _header_bytes = 0
-    _header_timer: asyncio.TimerHandle | None = None
     _refusal: tuple[int, str] | None = None
     _fast: FastCall | None = None  # the fast-lane request whose body is arriving
     _fast_body: list[bytes]
     _fast_size = 0
-    deadline = 0.0  # when that body must be complete (watched by the lane's BodyDeadlines)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -98,8 +114,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._header_bytes = 0
         self._refusal = None
-        self._cancel_timer()
-        self._header_timer = self.loop.call_later(HEADER_TIMEOUT_S, self._headers_too_slow)
+        _HEADS.watch(self, time.monotonic() + HEADER_TIMEOUT_S, self._headers_too_slow)
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -107,10 +122,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
+        name = name.lower()  # as uvicorn's on_header, inlined: it runs for every header
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._cancel_timer()
+        _HEADS.unwatch(self)
         lane = self._lane
         if lane is None or not self._start_fast(lane):
             super().on_headers_complete()
@@ -139,7 +157,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         lane: HotPath = self._lane  # type: ignore[assignment]
         self._fast = None
-        lane.deadlines.waiting.discard(self)
+        lane.deadlines.unwatch(self)
         chunks, self._fast_body, self._fast_size = self._fast_body, [], 0
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         cycle: _FastCycle = self.cycle  # type: ignore[assignment]
@@ -156,7 +174,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.tasks.add(task)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timer()
+        _HEADS.unwatch(self)
         call = self._fast
         if call is not None:
             self._drop_fast(call)
@@ -196,13 +214,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.cycle = cycle = _FastCycle(parser.should_keep_alive())  # type: ignore[assignment]
         if isinstance(answer, FastCall):
             self._fast = answer
-            self.deadline = time.monotonic() + lane.deadlines.ms / 1000
-            lane.deadlines.watch(self)  # type: ignore[arg-type]
+            deadline = time.monotonic() + lane.deadlines.ms / 1000
+            lane.deadlines.watch(self, deadline, self._body_too_slow)
         else:  # refused at admission; its body, if any, is read and dropped by the parser
             self._respond(cycle, answer)  # type: ignore[arg-type]
         return True
 
-    def expire(self) -> None:
+    def _body_too_slow(self) -> None:
         """The body deadline passed (BodyDeadlines): answer 408 and close."""
         call = self._fast
         if call is None:
@@ -220,7 +238,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         lane: HotPath = self._lane  # type: ignore[assignment]
         self._fast = None
         self._fast_body, self._fast_size = [], 0
-        lane.deadlines.waiting.discard(self)  # type: ignore[arg-type]
+        lane.deadlines.unwatch(self)
         lane.fast_abandon(call)
 
     async def _respond_later(self, cycle: _FastCycle, pending: Awaitable[Outcome]) -> None:
@@ -260,10 +278,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         line = STATUS_LINE.get(status)
         if line is None:
             raise ValueError(f"status {status}")
-        parts = [line]
-        for name, value in (*self.server_state.default_headers, *headers):
-            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
-                raise ValueError(f"header {name!r}")
+        # The same checks as uvicorn's, one search each over all names and all values
+        # (neither character class spans a boundary between them).
+        names = b"".join([name for name, _ in headers])
+        values = b"".join([value for _, value in headers])
+        if HEADER_RE.search(names) or HEADER_VALUE_RE.search(values):
+            raise ValueError("a response header has a character HTTP does not allow")
+        parts = [line, _default_headers(self.server_state.default_headers)]
+        for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         if not keep_alive:
             parts.append(b"connection: close\r\n")
@@ -277,13 +299,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # Stops the parser; data_received then answers through send_400_response.
             raise httptools.HttpParserError(self._refusal[1])
 
-    def _cancel_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
     def _headers_too_slow(self) -> None:
-        self._header_timer = None
         if not self.transport.is_closing():
             self._refuse(408, f"request headers not complete within {HEADER_TIMEOUT_S:g} s")
 

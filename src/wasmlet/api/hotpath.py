@@ -27,6 +27,7 @@ from wasmlet.api.access import without_keys
 from wasmlet.api.responses import error_outcome, send_error, send_json, send_outcome
 from wasmlet.api.router import Match, Router, request_host
 from wasmlet.api.state import AppState
+from wasmlet.deadlines import Deadlines
 from wasmlet.errors import InvalidRequest, NotFound, PayloadTooLarge, WasmletError
 from wasmlet.metering import ASGI_LANE, FAST_LANE
 from wasmlet.names import is_valid_name
@@ -344,41 +345,23 @@ class HotPath:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-class BodyDeadlines:
+class BodyDeadlines(Deadlines):
     """A request body must be complete `timeout_ms` after the request started.
 
     A client trickling its body (slowloris) would otherwise hold a connection, and the
     handler waiting for the body, for as long as it likes. Past the deadline the client gets
     408 `invalid_request` with `Connection: close`, whichever code was reading (the hot path,
     or FastAPI parsing an upload or a JSON body), and the reader gets the same error, so it
-    unwinds; what it answers then is dropped.
-
-    One timer watches every waiting read, ticking only while there are some: a timer per
-    request (asyncio.timeout) costs ~4 us on uvloop, this ~1.5 us (measured on an idle
-    2-core machine). Deadlines are kept to within a tick.
+    unwinds; what it answers then is dropped. The fast lane (http_protocol.py) watches its
+    bodies here too.
     """
 
-    TICK = 0.1
-
     def __init__(self, timeout_ms: int) -> None:
+        super().__init__()
         self.ms = timeout_ms
-        self.waiting: set[BodyReader] = set()
-        self._timer: asyncio.TimerHandle | None = None
 
     def reader(self, receive: Any, send: Any) -> BodyReader:
         return BodyReader(self, receive, send)
-
-    def watch(self, reader: BodyReader) -> None:
-        self.waiting.add(reader)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.TICK, self._sweep)
-
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for reader in [r for r in self.waiting if r.deadline <= now]:
-            reader.expire()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.TICK, self._sweep) if self.waiting else None
 
 
 class BodyReader:
@@ -410,7 +393,7 @@ class BodyReader:
         self._answered = False  # the 408 went out instead
 
     def expire(self) -> None:
-        self.owner.waiting.discard(self)
+        self.owner.unwatch(self)
         self.expired = True
         if self.task is not None:
             self.task.cancel()
@@ -421,7 +404,7 @@ class BodyReader:
         if self.expired:
             raise self._too_slow()
         self.task = asyncio.current_task()
-        self.owner.watch(self)
+        self.owner.watch(self, self.deadline, self.expire)
         try:
             message = await self._receive()
         except asyncio.CancelledError:
@@ -434,7 +417,7 @@ class BodyReader:
                 await send_error(self._send, exc)
             raise exc from None
         finally:
-            self.owner.waiting.discard(self)
+            self.owner.unwatch(self)
         if message["type"] != "http.request" or not message.get("more_body", False):
             self.reading = False
         return message
