@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -69,6 +70,10 @@ def build_app(state: AppState) -> HotPath:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await state.invoker.refresh()
+        # Everything loaded so far (frameworks, ORM, the registry) lives as long as the
+        # process: out of the collector's sight, a full collection scans what requests
+        # leave behind instead of ~500k objects (~80 ms, stalling every request meanwhile).
+        gc.freeze()
         s = state.settings
         # The line newcomers and scripts wait for: printed once the app can serve.
         print(
