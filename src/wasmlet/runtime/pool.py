@@ -9,6 +9,8 @@ bounded by the caller (runtime/invoker.py) with `capacity`.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import gc
 import time
 import weakref
@@ -108,6 +110,7 @@ class InstancePool:
         self.instantiations = 0
         self._fuel = ref.spec.fuel if ref.spec.fuel is not None else UNLIMITED_FUEL
         self._ticks = ticker.ticks_for(ref.spec.timeout_ms)
+        self._ticks_arg = ctypes.c_uint64(self._ticks)  # never changed: shared by threads
 
     def execute(
         self,
@@ -132,14 +135,22 @@ class InstancePool:
         slot: Slot | None = None
         healthy = False
         try:
-            slot = self.idle.pop() if self.reuse and self.idle else None
+            slot = None
+            if self.reuse and self.idle:
+                with contextlib.suppress(IndexError):  # another thread took the last one
+                    slot = self.idle.pop()
             if slot is None:
                 slot = self._new_slot(inv, ticks, fuel)
                 report.instantiated = True
             else:
-                native.set_epoch_deadline(slot.ctx, ticks)
+                native.raw_set_epoch_deadline(
+                    slot.ctx, self._ticks_arg if timeout_ms is None else ctypes.c_uint64(ticks)
+                )
                 if self.fuel_metering:
-                    native.set_fuel(slot.ctx, fuel)
+                    slot.fuel_out.value = fuel
+                    err = native.raw_set_fuel(slot.ctx, slot.fuel_out)
+                    if err:
+                        raise native.error(err)
                 if slot.logs.size:
                     slot.logs.clear()
             if slot.host is not None:
@@ -175,7 +186,10 @@ class InstancePool:
             )
             if slot is not None:
                 if self.fuel_metering:
-                    report.fuel_used = fuel - native.get_fuel(slot.ctx, slot.fuel_out)
+                    err = native.raw_get_fuel(slot.ctx, slot.fuel_ref)
+                    if err:
+                        raise native.error(err)
+                    report.fuel_used = fuel - slot.fuel_out.value
                 if slot.instance is not None:
                     report.peak_memory = slot.memory_bytes()
                 if slot.logs.size:

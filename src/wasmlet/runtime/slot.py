@@ -23,12 +23,14 @@ UNLIMITED_FUEL = 1 << 62
 
 class Slot:
     __slots__ = (
+        "_extra_memories",
         "_fast",
+        "_memory_refs",
         "abi_state",
         "calls",
         "ctx",
-        "extra_memories",
         "fuel_out",
+        "fuel_ref",
         "function",
         "host",
         "instance",
@@ -41,12 +43,17 @@ class Slot:
     def __init__(self, store: wasmtime.Store, log_limit: int) -> None:
         self.store = store
         self.ctx = store._context()  # cached: wasmtime-py re-derives it on every call
+        # Fuel in and out of the raw native calls: set_fuel passes it by value, get_fuel
+        # writes it through `fuel_ref`.
         self.fuel_out = ctypes.c_uint64()
+        self.fuel_ref = ctypes.byref(self.fuel_out)
         self.instance: wasmtime.Instance | None = None
         self.memory: wasmtime.Memory | None = None
         self.logs = BoundedBuffer(log_limit)
         self.abi_state: Any = None
-        self.extra_memories: tuple[wasmtime.Memory, ...] = ()  # besides the guest's own
+        self._extra_memories: tuple[wasmtime.Memory, ...] = ()
+        # byref() of every memory's handle, made once: memory_bytes runs after every call.
+        self._memory_refs: tuple[Any, ...] = ()
         self.host: Any = None  # the store's HostContext, when its guest imports host functions
         self.calls = 0
         self.retired = False  # set by an ABI when this instance must not serve again
@@ -58,6 +65,21 @@ class Slot:
         memory = self._export(b"memory")
         if memory is not None and memory.kind == _MEMORY:
             self.memory = wasmtime.Memory._from_raw(memory.of.memory)
+        self._refresh_refs()
+
+    @property
+    def extra_memories(self) -> tuple[wasmtime.Memory, ...]:
+        """The store's memories besides the guest's own (an Extism plugin's kernel)."""
+        return self._extra_memories
+
+    @extra_memories.setter
+    def extra_memories(self, memories: tuple[wasmtime.Memory, ...]) -> None:
+        self._extra_memories = memories
+        self._refresh_refs()
+
+    def _refresh_refs(self) -> None:
+        own = () if self.memory is None else (self.memory,)
+        self._memory_refs = tuple(ctypes.byref(m._memory) for m in (*own, *self._extra_memories))
 
     def func(self, name: str) -> FastFunc | None:
         """The export `name` as a FastFunc, or None when it is not a function export."""
@@ -73,6 +95,13 @@ class Slot:
             fast = self._fast[name] = FastFunc(self.ctx, func, signature, self.store)
         return fast
 
+    def export_func(self, name: str) -> wasmtime.Func | None:
+        """The export `name` as a wasmtime-py Func, or None when it is not a function."""
+        ext = self._export(name.encode())
+        if ext is None or ext.kind != _FUNC:
+            return None
+        return wasmtime.Func._from_raw(ext.of.func)
+
     def _export(self, name: bytes) -> Any:
         # One lookup by name: wasmtime-py's `exports()` wraps every export of the instance.
         assert self.instance is not None
@@ -84,9 +113,11 @@ class Slot:
 
     def memory_bytes(self) -> int:
         """Bytes of every linear memory of the store (an Extism plugin's kernel too)."""
-        total = native.memory_size(self.ctx, self.memory) if self.memory is not None else 0
-        for memory in self.extra_memories:
-            total += native.memory_size(self.ctx, memory)
+        ctx = self.ctx
+        size = native.raw_memory_size
+        total = 0
+        for ref in self._memory_refs:
+            total += size(ctx, ref)
         return total
 
     def largest_memory(self) -> int:
