@@ -458,6 +458,46 @@ def test_one_mib_round_trip(rt) -> None:
     assert call(pool, b"abc").body == b"abc"
 
 
+def test_a_reused_instance_moves_every_size_through_one_call(rt) -> None:
+    """From an instance's second call on, begin, the export and end run as one wasm call
+    (kernel.py, the runner) when the input fits the kernel memory as it is, and as three
+    when it must grow first: the same bytes out either way, whatever came before."""
+    pool = plugin(rt, ECHO, export="echo", pool_size=1)
+    sizes = [3, 0, 8, 9, 65_000, 65_497, 70_000, 5, 300_000, 1, 131_072, 0, 17]
+    for size in sizes * 2:
+        data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        assert call(pool, data).body == data, size
+    assert pool.instantiations == 1
+    slot = pool.idle[0]
+    assert "echo" in slot.abi_state.kernel.runners  # the one-call path was taken
+
+
+def test_errors_and_codes_through_the_one_call_path(rt) -> None:
+    pool = plugin(rt, ERRORS, export="void", pool_size=1)
+    expected = {
+        "error_return": "plugin says no",
+        "error_zero": "plugin says no",
+        "error_trap": "set before the trap",
+        "nonzero": "Returned non-zero exit code: 42",
+        "minus_one": "Returned non-zero exit code: -1",
+    }
+    for export, message in expected.items():
+        # A failed call discards its instance: a fresh one serves the first call (three
+        # wasm calls), then the failing one runs on it reused (one call).
+        assert call(pool, b"x", export="void").status == 200
+        assert fails(pool, GuestError, b"x", export=export) == message
+        out = call(pool, b"y", export="error_cleared")
+        assert (out.status, out.body) == (200, b"ok")
+        assert call(pool, b"y", export="error_cleared").body == b"ok"  # reused
+
+
+def test_output_nested_too_deep_to_parse_is_not_json(rt) -> None:
+    pool = plugin(rt, ECHO, export="echo")
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert call(pool, deep).headers == [OCTET_CT]
+    assert call(pool, b"[[1], {}]").headers == [JSON_CT]
+
+
 def test_loop_forever_times_out(rt) -> None:
     pool = plugin(rt, LOOP, export="spin", timeout_ms=300)
     started = time.monotonic()

@@ -10,6 +10,7 @@ only a few times per call, through `Kernel`, moving whole buffers with one memcp
 from __future__ import annotations
 
 import ctypes
+import struct
 import threading
 import weakref
 from pathlib import Path
@@ -18,7 +19,7 @@ import wasmtime
 
 from wasmlet.errors import MemoryLimit
 from wasmlet.runtime import native
-from wasmlet.runtime.fastcall import FastFunc, fast_func
+from wasmlet.runtime.fastcall import FastFunc, Signature
 
 KERNEL_WAT = Path(__file__).with_name("kernel.wat")
 
@@ -46,8 +47,34 @@ KERNEL_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "memory_bytes": ((), ("i64",)),
 }
 
+# The host-only entry points (the plugin never imports them).
+HOST_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "wasmlet_begin": (("i64",), ("i64",)),
+    "wasmlet_end": ((), ("i64", "i64", "i64", "i64")),
+}
+# FastFunc layouts made from the tables, not read from each instance: wasmtime-py's type
+# query costs ~25 us per function, and a kernel has seven FastFuncs per store.
+_SIGNATURES = {name: Signature(*sig) for name, sig in {**KERNEL_EXPORTS, **HOST_EXPORTS}.items()}
+
 _modules: weakref.WeakKeyDictionary[wasmtime.Engine, wasmtime.Module] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+
+
+def _compile(
+    engine: wasmtime.Engine, wat: str, signatures: dict[str, Signature]
+) -> wasmtime.Module:
+    """`wat` compiled, its function exports checked against the signatures FastFuncs of it
+    will assume (they call unchecked: a mismatch would corrupt memory, not fail)."""
+    module = wasmtime.Module(engine, wasmtime.wat2wasm(wat))
+    found = {e.name: e.type for e in module.exports}
+    for name, sig in signatures.items():
+        ty = found.get(name)
+        if not isinstance(ty, wasmtime.FuncType) or (
+            tuple(map(str, ty.params)),
+            tuple(map(str, ty.results)),
+        ) != (sig.params, sig.results):
+            raise RuntimeError(f"extism kernel export {name!r} does not have its expected type")
+    return module
 
 
 def kernel_module(engine: wasmtime.Engine) -> wasmtime.Module:
@@ -55,14 +82,70 @@ def kernel_module(engine: wasmtime.Engine) -> wasmtime.Module:
     with _lock:
         module = _modules.get(engine)
         if module is None:
-            wasm = wasmtime.wat2wasm(KERNEL_WAT.read_text())
-            module = _modules[engine] = wasmtime.Module(engine, wasm)
+            module = _modules[engine] = _compile(engine, KERNEL_WAT.read_text(), _SIGNATURES)
+        return module
+
+
+# A host-only helper module, one instance per store and export (made on an instance's second
+# call, so instances used once never pay for it): wasmlet_begin, the plugin's export and
+# wasmlet_end in one wasm call instead of three. The host first stages the input where
+# wasmlet_begin will put it (`_STAGE`; `at` = 0 for no input), and `run` runs nothing unless
+# that is where it went. Results: the export's return code (0 for an export without one),
+# wasmlet_end's four, the kernel memory's size in pages, and 1 (0: nothing ran). A few
+# instructions, so a call burns ~10 more fuel than with three calls.
+RUNNER_WAT = """
+(module
+  (import "kernel" "begin" (func $begin (param i64) (result i64)))
+  (import "kernel" "end" (func $end (result i64 i64 i64 i64)))
+  (import "kernel" "memory" (memory 0))
+  (import "plugin" "export" (func $export {result}))
+  (func (export "run") (param $n i64) (param $at i64) (result i32 i64 i64 i64 i64 i32 i32)
+    (if (i64.ne (call $begin (local.get $n)) (local.get $at))
+      (then
+        (return (i32.const 0) (i64.const 0) (i64.const 0) (i64.const 0) (i64.const 0)
+                (i32.const 0) (i32.const 0))))
+    {call}
+    (call $end)
+    (memory.size)
+    (i32.const 1)))
+"""
+_RUNNER_VARIANTS = {
+    True: RUNNER_WAT.format(result="(result i32)", call="(call $export)"),
+    False: RUNNER_WAT.format(result="", call="(i32.const 0) (call $export)"),
+}
+_RUN_SIGNATURE = Signature(("i64", "i64"), ("i32", "i64", "i64", "i64", "i64", "i32", "i32"))
+# kernel.wat: the handle of the first block after a reset (BASE + HDR).
+_STAGE = 40
+
+_runner_modules: weakref.WeakKeyDictionary[wasmtime.Engine, dict[bool, wasmtime.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def runner_module(engine: wasmtime.Engine, returns_code: bool) -> wasmtime.Module:
+    """The runner for exports with (True) or without an i32 result, compiled for `engine`."""
+    with _lock:
+        modules = _runner_modules.setdefault(engine, {})
+        module = modules.get(returns_code)
+        if module is None:
+            module = modules[returns_code] = _compile(
+                engine, _RUNNER_VARIANTS[returns_code], {"run": _RUN_SIGNATURE}
+            )
         return module
 
 
 def _u64(value: int) -> int:
     """i64 results come back signed; handles and lengths are unsigned."""
     return value & 0xFFFF_FFFF_FFFF_FFFF
+
+
+# Raw wasm values are 16-byte slots (fastcall.py), here read and written with one struct
+# call each; handles and lengths read unsigned (they are u64).
+_ARG = struct.Struct("<q")
+_HANDLE = struct.Struct("<Q")
+_END = struct.Struct("<Q8xQ8xQ8xQ8x")
+_RUN_ARGS = struct.Struct("<q8xq8x")
+_RUN = struct.Struct("<i12xQ8xQ8xQ8xQ8xI12xi12x")
 
 
 class Kernel:
@@ -76,15 +159,21 @@ class Kernel:
     __slots__ = (
         "_alloc",
         "_begin",
+        "_begin_func",
         "_ctx",
         "_end",
+        "_end_func",
         "_error_get",
         "_free",
         "_length",
+        "_memory_ref",
         "_reset",
+        "_view",
+        "_view_size",
         "exports",
         "instance",
         "memory",
+        "runners",
         "store",
     )
 
@@ -96,26 +185,36 @@ class Kernel:
         memory = found["memory"]
         assert isinstance(memory, wasmtime.Memory)
         self.memory = memory
+        self._memory_ref = ctypes.byref(memory._memory)
+        # The kernel memory as a memoryview, valid while the memory has `_view_size` bytes:
+        # a memory never shrinks and moves only when it grows, so an unchanged size means an
+        # unchanged address. Cheaper than a base-address call plus memmove/string_at.
+        self._view = memoryview(b"")
+        self._view_size = -1
         self.exports: dict[str, wasmtime.Func] = {}
         for name in KERNEL_EXPORTS:
             func = found[name]
             assert isinstance(func, wasmtime.Func)
             self.exports[name] = func
-        self._alloc = self._fast("alloc")
-        self._length = self._fast("length")
-        self._error_get = self._fast("error_get")
-        self._reset = self._fast("reset")
-        self._begin = fast_func(store, found["wasmlet_begin"])  # type: ignore[arg-type]
-        self._end = fast_func(store, found["wasmlet_end"])  # type: ignore[arg-type]
-        self._free = self._fast("free")
+        begin, end = found["wasmlet_begin"], found["wasmlet_end"]
+        assert isinstance(begin, wasmtime.Func) and isinstance(end, wasmtime.Func)
+        self._begin_func, self._end_func = begin, end
+        self._alloc = self._fast("alloc", self.exports["alloc"])
+        self._length = self._fast("length", self.exports["length"])
+        self._error_get = self._fast("error_get", self.exports["error_get"])
+        self._reset = self._fast("reset", self.exports["reset"])
+        self._free = self._fast("free", self.exports["free"])
+        self._begin = self._fast("wasmlet_begin", begin)
+        self._end = self._fast("wasmlet_end", end)
+        self.runners: dict[str, FastFunc] = {}  # export name -> its runner in this store
 
     @classmethod
     def instantiate(cls, store: wasmtime.Store) -> Kernel:
         """A fresh kernel in `store` (which counts its memory against the store's limits)."""
         return cls(store, wasmtime.Instance(store, kernel_module(store.engine), []))
 
-    def _fast(self, name: str) -> FastFunc:
-        return fast_func(self.store, self.exports[name])
+    def _fast(self, name: str, func: wasmtime.Func) -> FastFunc:
+        return FastFunc(self._ctx, func._func, _SIGNATURES[name], self.store)
 
     # -- host side of a call ------------------------------------------------------------------
 
@@ -133,23 +232,76 @@ class Kernel:
     def begin(self, data: bytes) -> None:
         """`set_input` in one wasm call (reset + alloc + input_set), then one copy."""
         size = len(data)
-        handle = _u64(self._begin(size)[0])
+        begin = self._begin
+        _ARG.pack_into(begin.raw, 0, size)
+        begin.invoke()
         if not size:
             return
+        (handle,) = _HANDLE.unpack_from(begin.raw)
         if not handle:
             raise MemoryLimit(f"plugin input of {size} bytes does not fit in kernel memory")
-        base, length = self._span()
-        if handle + size > length:  # cannot happen with a sound kernel; never corrupt
+        view = self._current()
+        if handle + size > len(view):  # cannot happen with a sound kernel; never corrupt
             raise RuntimeError("extism kernel returned a block outside its memory")
-        ctypes.memmove(base + handle, data, size)
+        view[handle : handle + size] = data
 
     def finish(self) -> tuple[bytes, str | None]:
         """(output bytes, error message or None) in one wasm call and at most two copies."""
-        out_off, out_len, err, err_len = self._end()
-        output = self._copy_out(_u64(out_off), _u64(out_len))
+        end = self._end
+        end.invoke()
+        return self._ended(*_END.unpack_from(end.raw), self._current())
+
+    def call(
+        self, data: bytes, fn: FastFunc, runner: FastFunc | None = None
+    ) -> tuple[bytes, str | None, int]:
+        """Run the plugin export `fn` on `data`: (output, error message or None, the export's
+        return code, 0 if it has none). With `runner` (see `runner`) and room for the input
+        without growing the memory, in one wasm call; otherwise begin, `fn` and finish."""
+        size = len(data)
+        if runner is not None:
+            length = native.raw_memory_size(self._ctx, self._memory_ref)
+            if _STAGE + ((size + 7) & -8) <= length:  # the input block fits: begin puts it here
+                view = self._view if length == self._view_size else self._map(length)
+                view[_STAGE : _STAGE + size] = data
+                raw = runner.raw
+                _RUN_ARGS.pack_into(raw, 0, size, _STAGE if size else 0)
+                runner.invoke()
+                code, out_off, out_len, err, err_len, pages, ran = _RUN.unpack_from(raw)
+                if not ran:  # cannot happen with this kernel: the export did not run
+                    raise RuntimeError("extism kernel put the input elsewhere than staged")
+                length = pages << 16
+                view = self._view if length == self._view_size else self._map(length)
+                output, message = self._ended(out_off, out_len, err, err_len, view)
+                return output, message, code
+        self.begin(data)
+        results = fn()
+        output, message = self.finish()
+        return output, message, results[0] if results else 0
+
+    def runner(self, name: str, export: wasmtime.Func, returns_code: bool) -> FastFunc:
+        """The runner of plugin export `name` in this store (made on first use)."""
+        runner = self.runners.get(name)
+        if runner is None:
+            module = runner_module(self.store.engine, returns_code)
+            imports = [self._begin_func, self._end_func, self.memory, export]
+            instance = wasmtime.Instance(self.store, module, imports)
+            run = instance.exports(self.store)["run"]
+            assert isinstance(run, wasmtime.Func)
+            runner = self.runners[name] = FastFunc(self._ctx, run._func, _RUN_SIGNATURE, self.store)
+        return runner
+
+    @staticmethod
+    def _ended(
+        out_off: int, out_len: int, err: int, err_len: int, view: memoryview
+    ) -> tuple[bytes, str | None]:
+        """Output and error message from wasmlet_end's results; `view`: the memory now."""
+        length = len(view)
+        # The kernel validates ranges; never read out of bounds all the same.
+        output = view[out_off : out_off + out_len].tobytes() if out_off + out_len <= length else b""
         if not err or not err_len:
             return output, None
-        return output, self._copy_out(_u64(err), _u64(err_len)).decode("utf-8", "replace")
+        message = view[err : err + err_len].tobytes() if err + err_len <= length else b""
+        return output, message.decode("utf-8", "replace")
 
     def output(self) -> bytes:
         """The bytes of the last `output_set` (b"" when none)."""
@@ -174,16 +326,16 @@ class Kernel:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """A new block holding `data`; 0 when `data` is empty or the memory is exhausted."""
         if type(data) is not bytes:
-            data = bytes(data)  # ctypes.memmove takes bytes, not bytearray or memoryview
+            data = bytes(data)  # a memoryview of another format cannot be assigned
         size = len(data)
         if not size:
             return 0
         handle = _u64(self._alloc(size)[0])
         if handle:
-            base, length = self._span()
-            if handle + size > length:  # cannot happen with a sound kernel; never corrupt
+            view = self._current()
+            if handle + size > len(view):  # cannot happen with a sound kernel; never corrupt
                 raise RuntimeError("extism kernel returned a block outside its memory")
-            ctypes.memmove(base + handle, data, size)
+            view[handle : handle + size] = data
         return handle
 
     def free(self, handle: int) -> None:
@@ -192,16 +344,22 @@ class Kernel:
     def length(self, handle: int) -> int:
         return _u64(self._length(handle)[0]) if handle else 0
 
-    def _span(self) -> tuple[int, int]:
-        """(address, size) of the kernel memory now: re-read after anything that may grow it."""
-        return native.memory_base(self._ctx, self.memory), native.memory_size(
-            self._ctx, self.memory
-        )
+    def _map(self, length: int) -> memoryview:
+        """A view of the kernel memory, which has `length` bytes now."""
+        base = native.raw_memory_data(self._ctx, self._memory_ref)
+        self._view = memoryview((ctypes.c_ubyte * length).from_address(base)).cast("B")
+        self._view_size = length
+        return self._view
+
+    def _current(self) -> memoryview:
+        """The view, after anything that may have grown the memory."""
+        length = native.raw_memory_size(self._ctx, self._memory_ref)
+        return self._view if length == self._view_size else self._map(length)
 
     def _copy_out(self, offset: int, size: int) -> bytes:
         if not size:
             return b""
-        base, length = self._span()
-        if offset + size > length:  # the kernel validates ranges; never read out of bounds
+        view = self._current()
+        if offset + size > len(view):  # the kernel validates ranges; never read out of bounds
             return b""
-        return ctypes.string_at(base + offset, size)
+        return view[offset : offset + size].tobytes()

@@ -23,7 +23,7 @@ from wasmlet.abi.extism.kernel import KERNEL_EXPORTS, Kernel
 from wasmlet.errors import GuestError, InvalidRequest, NotFound, Timeout
 from wasmlet.host.binding import EXTISM_NS as USER
 from wasmlet.host.binding import define_signatures, extism_functions, open_host
-from wasmlet.host.context import CONTEXTS, HostError, HostTimeout, store_address
+from wasmlet.host.context import CONTEXTS, HostError, HostTimeout, attach, store_address
 from wasmlet.runtime.module_info import Import, ModuleInfo
 from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
@@ -74,6 +74,20 @@ def _builtin(imp: Import) -> bool:
 def _callable(ty: wasmtime.FuncType) -> bool:
     results = [str(t) for t in ty.results]
     return not list(ty.params) and results in ([], ["i32"])
+
+
+class PluginInstantiator:
+    """Instantiates a plugin in a store; `calls_host`: whether any of its modules imports a
+    host function implemented in Python (not the kernel's, not WASI's)."""
+
+    __slots__ = ("_instantiate", "calls_host")
+
+    def __init__(self, instantiate: Instantiator, calls_host: bool) -> None:
+        self._instantiate = instantiate
+        self.calls_host = calls_host
+
+    def __call__(self, store: wasmtime.Store) -> wasmtime.Instance:
+        return self._instantiate(store)
 
 
 class ExtismAbi:
@@ -174,7 +188,13 @@ class ExtismAbi:
                 )
             return wasmtime.Instance(store, module, resolve(main_plan))
 
-        return instantiate
+        # WASI is wasmtime's own code; any other linker import is a Python host function.
+        calls_host = any(
+            kind == "linker" and namespace != WASI_P1
+            for steps in (main_plan, *plans.values())
+            for kind, namespace, _ in steps
+        )
+        return PluginInstantiator(instantiate, calls_host)
 
     def forget(self, name: str, function_id: str) -> None:
         """The function is gone: its vars go with it."""
@@ -187,7 +207,12 @@ class ExtismAbi:
             slot.store.set_wasi(wasi_config(slot.function.files_dir, spec.allowed_paths))
         ctx = self.new_context(slot, name, spec)
         slot.abi_state = ctx  # the slot keeps the context alive; CONTEXTS only points to it
-        open_host(slot, ctx)
+        if getattr(slot.function.instantiate, "calls_host", True):
+            open_host(slot, ctx)
+        else:
+            # No host function can see it: the pool skips its per-call begin (slot.host is
+            # None); instantiation still finds it in CONTEXTS to give it the kernel.
+            attach(slot.store, ctx)
 
     def new_context(self, slot: Slot, name: str, spec: FunctionSpec) -> PluginContext:
         return PluginContext(
@@ -233,6 +258,12 @@ class ExtismAbi:
         fn = slot.func(export) if export not in ("memory", "hs_init") else None
         if fn is None or fn.params or fn.results not in ((), ("i32",)):
             raise NotFound(f"plugin has no callable export {export!r}")
+        if slot.host is None:  # nothing to stage or release: no host function can run
+            try:
+                return self._run(slot, ctx, kernel, fn, inv, export, spec)
+            finally:
+                if ctx.vars.used:
+                    slot.function.inline_ok = False  # var users may wait on the var lock
         success = False
         try:
             outcome = self._run(slot, ctx, kernel, fn, inv, export, spec)
@@ -253,11 +284,18 @@ class ExtismAbi:
         export: str,
         spec: FunctionSpec,
     ) -> Outcome:
-        kernel.begin(inv.body)
+        runner = None
+        if slot.calls:  # a reused instance: worth a runner (one wasm call, not three)
+            runner = kernel.runners.get(export)
+            if runner is None:
+                func = slot.export_func(export)
+                if func is not None:
+                    runner = kernel.runner(export, func, bool(fn.results))
         if export == "_start":
             slot.retired = True  # WASI command semantics: never reuse after _start
+        done = None
         try:
-            results = fn()
+            done = kernel.call(inv.body, fn, runner)
         except HostTimeout:
             slot.retired = True
             raise Timeout(f"function exceeded its {spec.timeout_ms} ms timeout") from None
@@ -269,7 +307,6 @@ class ExtismAbi:
             if exc.code != 0:
                 message = kernel.error() or f"plugin exited with status {exc.code}"
                 raise GuestError(message, status=spec.error_status) from None
-            results = []
         except wasmtime.Trap as exc:
             if exc.trap_code not in (wasmtime.TrapCode.INTERRUPT, wasmtime.TrapCode.OUT_OF_FUEL):
                 message = kernel.error()
@@ -277,11 +314,15 @@ class ExtismAbi:
                     slot.retired = True
                     raise GuestError(message, status=spec.error_status) from None
             raise
-        out, message = kernel.finish()
+        if done is None:  # exited with status 0: the output is what it set before
+            out, message = kernel.finish()
+            code = 0
+        else:
+            out, message, code = done
         if message:
             raise GuestError(message, status=spec.error_status)
-        if results and results[0] != 0:
-            raise GuestError(f"Returned non-zero exit code: {results[0]}", status=spec.error_status)
+        if code != 0:
+            raise GuestError(f"Returned non-zero exit code: {code}", status=spec.error_status)
         if spec.content_type and _declares_json(spec.content_type) and not is_json(out):
             raise GuestError(
                 f"plugin output is not valid JSON, which its content type "
@@ -333,14 +374,22 @@ def _declares_json(content_type: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
+# json.loads(out) for an output that starts with "{" or "[": its encoding detection then
+# always picks UTF-8 (a zero second byte makes it try UTF-16/32, in which no text ends with
+# "}" or "]"; UTF-8 rejects such output too), and with a bracket last, only a value that
+# ends exactly there is whole. The same verdict as json.loads at a quarter of its overhead.
+_DECODER = json.JSONDecoder()
+
+
 def _content_type(spec: FunctionSpec, out: bytes) -> bytes:
     if spec.content_type:
         return spec.content_type.encode("latin-1")
     if out[:1] in (b"{", b"[") and out[-1:] in (b"}", b"]"):
         try:
-            json.loads(out)
-            return _JSON
-        except ValueError:
+            text = out.decode("utf-8", "surrogatepass")
+            if _DECODER.raw_decode(text)[1] == len(text):
+                return _JSON
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to decode
             pass
     return _OCTET
 
