@@ -9,6 +9,11 @@ routes lives in api/openapi.py.
 Gateway routes (api/router.py) are matched here too: routes naming a host before anything
 else, when any exist; host-less routes after the invocation paths, which they may not
 claim. A request no route matches pays one generation read and two attribute tests.
+
+The same matching and admission also serve the HTTP fast lane (http_protocol.py), which
+runs invocations without an ASGI cycle: `fast` admits a request from its head, `fast_run`
+runs it once the body is in. Admission is written as plain functions that raise `Pending`
+(pending.py) when they would have to wait, so both paths share one version of every check.
 """
 
 from __future__ import annotations
