@@ -156,3 +156,34 @@ def test_background_thread_flushes_prunes_and_stop_drains(repo: Repository) -> N
     record(meter, name, 60)
     meter.stop()  # stopping again still flushes what is queued
     assert [r.logs for r in repo.invocations(name)][:1] == ["#60"]
+
+
+def test_batched_durations_fill_the_histogram_as_observe_would(repo: Repository) -> None:
+    """Durations are counted per bucket and applied once per batch: the exposed histogram
+    must be exactly what one observe() per call would have made, bounds included."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from wasmlet.metering import DURATION
+
+    reference = Histogram(
+        "reference_seconds", "", buckets=DURATION._upper_bounds, registry=CollectorRegistry()
+    )
+    meter = Meter(repo, retention=0)
+    name = unique()
+    durations = [0.0, 0.00005, 0.00005001, 0.0003, 0.001, 0.004, 0.05, 0.7, 5.0, 9.5, 1e-9]
+    for i, duration in enumerate(durations * 3):
+        record(meter, name, i, duration=duration)
+        reference.observe(duration)
+    meter.flush()
+    for bound in [*DURATION._upper_bounds[:-1], float("inf")]:
+        le = "+Inf" if bound == float("inf") else str(float(bound))
+        mine = sample("wasmlet_invocation_seconds_bucket", function=name, le=le)
+        theirs = reference.collect()[0]
+        expected = next(
+            s.value for s in theirs.samples if s.name.endswith("_bucket") and s.labels["le"] == le
+        )
+        assert mine == expected, (le, mine, expected)
+    assert sample("wasmlet_invocation_seconds_count", function=name) == len(durations) * 3
+    assert sample("wasmlet_invocation_seconds_sum", function=name) == pytest.approx(
+        sum(durations) * 3
+    )
