@@ -174,3 +174,81 @@ def test_many_contenders_never_exceed_size() -> None:
         assert gate.free == 3
 
     asyncio.run(main())
+
+
+def test_borrow_takes_a_free_place_and_gives_it_back() -> None:
+    gate = Gate(1)
+    how = gate.borrow()
+    assert how and gate.free == 0
+    assert not gate.try_enter() and not gate.borrow()
+    gate.give_back(how)
+    assert gate.free == 1 and gate.try_enter()
+
+
+def test_borrow_uses_a_place_handed_to_a_waiter_that_has_not_run() -> None:
+    """Between `leave` handing a place to a waiter and the waiter's task running, a call
+    that finishes synchronously may use it; the waiter still gets it, and no more than
+    `size` calls ever hold places at once."""
+
+    async def main() -> None:
+        gate = Gate(1)
+        assert gate.try_enter()
+        entered: list[str] = []
+
+        async def waiter(tag: str) -> None:
+            await gate.enter(5)
+            entered.append(tag)
+            gate.leave()
+
+        tasks = [asyncio.create_task(waiter(t)) for t in "ab"]
+        await asyncio.sleep(0)  # both queue
+        assert not gate.borrow()  # the holder still holds it: nothing to lend
+        gate.leave()  # handed to "a", whose task has not run yet
+        assert gate.free == 0 and gate.handed == 1
+        assert not gate.try_enter()  # FIFO callers still wait their turn
+        for _ in range(3):  # synchronous calls borrow it and give it back
+            how = gate.borrow()
+            assert how
+            assert not gate.borrow()  # one place: lent once at a time
+            gate.give_back(how)
+        await asyncio.gather(*tasks)
+        assert entered == ["a", "b"]
+        assert gate.free == 1 and gate.handed == 0
+
+    asyncio.run(main())
+
+
+def test_a_queue_drains_under_synchronous_calls() -> None:
+    """Callers that queued once (a pool being built) must not make every later synchronous
+    call queue behind them: they are served while synchronous calls keep borrowing."""
+
+    async def main() -> None:
+        gate = Gate(2)
+        assert gate.try_enter() and gate.try_enter()
+        served = 0
+
+        async def queued() -> None:
+            nonlocal served
+            await gate.enter(5)
+            served += 1
+            gate.leave()
+
+        tasks = [asyncio.create_task(queued()) for _ in range(20)]
+        await asyncio.sleep(0)
+        gate.leave()
+        gate.leave()
+        borrowed = refused = 0
+        while served < 20:
+            how = gate.borrow()
+            if how:
+                borrowed += 1
+                gate.give_back(how)
+            else:
+                refused += 1
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        assert borrowed >= 10 and refused == 0  # never refused while the queue drained
+        assert gate.free == 2 and gate.handed == 0
+        assert gate.borrow() == 1  # FREE: the queue is gone
+
+    asyncio.run(main())

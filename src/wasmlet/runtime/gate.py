@@ -10,13 +10,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+# What `borrow` took, for `give_back`.
+FREE = 1
+HANDED = 2
+
 
 class Gate:
-    __slots__ = ("_waiters", "free", "size")
+    __slots__ = ("_waiters", "free", "handed", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.free = size
+        self.handed = 0  # places handed to woken waiters whose tasks have not run yet
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     def try_enter(self) -> bool:
@@ -36,15 +41,36 @@ class Gate:
                 await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled():
+                self.handed -= 1
                 self.leave()  # we were handed a slot just as we gave up: pass it on
             else:
                 waiter.cancel()
             raise
+        self.handed -= 1  # the handed place is held now
+
+    def borrow(self) -> int:
+        """A place for a call that gives it back (`give_back`) before the event loop runs
+        anything else: a free one, or one handed to a waiter that cannot run before then.
+        0 when there is none (the pool is busy)."""
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return FREE
+        if self.handed > 0:
+            self.handed -= 1
+            return HANDED
+        return 0
+
+    def give_back(self, how: int) -> None:
+        if how == HANDED:
+            self.handed += 1
+        else:
+            self.leave()
 
     def leave(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self.handed += 1
                 waiter.set_result(None)  # the slot passes straight to the next waiter
                 return
         self.free += 1

@@ -271,7 +271,8 @@ class Invoker:
         if entry is None or not (entry.stats.inline and entry.pool.inline_ok):
             return None
         gate = entry.gate
-        if not gate.try_enter():
+        place = gate.borrow()  # an inline call is over before any waiter of the gate runs
+        if not place:
             return None
         started = time.time()
         report = CallReport()
@@ -280,7 +281,7 @@ class Invoker:
         except Exception as exc:
             self._fail(ref, inv, started, report, exc)
         finally:
-            gate.leave()
+            gate.give_back(place)
         if outcome is not None:
             self._record(ref, inv, started, report, outcome.status, None)
         return outcome
