@@ -219,6 +219,11 @@ def test_a_call_that_cannot_run_inline_is_answered_from_a_task(fast: ServerProce
             data += slow.recv(65536)
     assert data.startswith(b"HTTP/1.1 504"), data
     assert b'"timeout"' in data
+    # Pipelined behind a call answered from a task, a request waits its turn.
+    data = post(f"/api/v1/functions/{name}/invoke", b'{"args": []}') + post(HELLO, b"next")
+    (responses, closed) = exchange(fast, data, 2)
+    assert [status for status, _, _ in responses] == [504, 200]
+    assert responses[1][2] == b'{"message": "Hello next"}' and not closed
 
 
 # -- places are released ---------------------------------------------------------------------------
