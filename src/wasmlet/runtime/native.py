@@ -42,6 +42,23 @@ raw_memory_size = _bind("wasmtime_memory_data_size", ctypes.c_size_t)
 raw_memory_data = _bind("wasmtime_memory_data", ctypes.c_void_p)
 
 
+# Making a store and an instance (a fresh slot per call when functions do not reuse them).
+# (engine ptr, data, finalizer) -> store pointer; data and finalizer are None (NULL)
+raw_store_new = _bind("wasmtime_store_new", ctypes.POINTER(_b.wasmtime_store_t))
+# (store ptr) -> its context pointer
+raw_store_context = _bind("wasmtime_store_context", ctypes.POINTER(_b.wasmtime_context_t))
+# (store ptr, then c_int64 memory_size, table_elements, instances, tables, memories) -> None
+raw_store_limiter = _bind("wasmtime_store_limiter", None)
+# (ctx, byref(wasmtime_instance_t), name bytes, c_size_t len, byref(wasmtime_extern_t)) -> found
+raw_export_get = _bind("wasmtime_instance_export_get", ctypes.c_bool)
+
+# Instantiation runs the module's start function, guest code of unbounded length: bound
+# through CDLL so that, like any guest call, it releases the GIL.
+# (pre ptr, ctx, byref(wasmtime_instance_t) out, byref(c_void_p) trap out) -> error or None
+raw_instance_pre_instantiate = ctypes.CDLL(_b.dll._name).wasmtime_instance_pre_instantiate
+raw_instance_pre_instantiate.restype = ctypes.c_void_p
+
+
 def error(err: int) -> wasmtime.WasmtimeError:
     """The exception for an error pointer a `raw_*` function returned."""
     return wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, _Err))

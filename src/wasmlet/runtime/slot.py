@@ -25,6 +25,7 @@ class Slot:
     __slots__ = (
         "_extra_memories",
         "_fast",
+        "_instance_ref",
         "_memory_refs",
         "abi_state",
         "calls",
@@ -40,14 +41,16 @@ class Slot:
         "store",
     )
 
-    def __init__(self, store: wasmtime.Store, log_limit: int) -> None:
+    def __init__(self, store: wasmtime.Store, log_limit: int, ctx: Any = None) -> None:
         self.store = store
-        self.ctx = store._context()  # cached: wasmtime-py re-derives it on every call
+        # Cached (wasmtime-py re-derives it on every call); `ctx` when the caller has it.
+        self.ctx = store._context() if ctx is None else ctx
         # Fuel in and out of the raw native calls: set_fuel passes it by value, get_fuel
         # writes it through `fuel_ref`.
         self.fuel_out = ctypes.c_uint64()
         self.fuel_ref = ctypes.byref(self.fuel_out)
         self.instance: wasmtime.Instance | None = None
+        self._instance_ref: Any = None  # byref(instance._instance), for export lookups
         self.memory: wasmtime.Memory | None = None
         self.logs = BoundedBuffer(log_limit)
         self.abi_state: Any = None
@@ -62,9 +65,14 @@ class Slot:
 
     def bind(self, instance: wasmtime.Instance) -> None:
         self.instance = instance
-        memory = self._export(b"memory")
-        if memory is not None and memory.kind == _MEMORY:
-            self.memory = wasmtime.Memory._from_raw(memory.of.memory)
+        self._instance_ref = ctypes.byref(instance._instance)
+        item = self._export(b"memory")
+        if item is not None and item.kind == _MEMORY:
+            memory = item.of.memory
+            self.memory = wasmtime.Memory._from_raw(memory)
+            if not self._extra_memories:  # the usual case, without _refresh_refs' generator
+                self._memory_refs = (ctypes.byref(memory),)
+                return
         self._refresh_refs()
 
     @property
@@ -106,8 +114,8 @@ class Slot:
         # One lookup by name: wasmtime-py's `exports()` wraps every export of the instance.
         assert self.instance is not None
         item = _b.wasmtime_extern_t()
-        found = _b.wasmtime_instance_export_get(
-            self.ctx, ctypes.byref(self.instance._instance), name, len(name), ctypes.byref(item)
+        found = native.raw_export_get(
+            self.ctx, self._instance_ref, name, ctypes.c_size_t(len(name)), ctypes.byref(item)
         )
         return item if found else None
 
