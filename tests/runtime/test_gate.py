@@ -178,9 +178,9 @@ def test_many_contenders_never_exceed_size() -> None:
 
 def test_borrow_takes_a_free_place_and_gives_it_back() -> None:
     gate = Gate(1)
-    how = gate.borrow()
+    how = gate.borrow(True)
     assert how and gate.free == 0
-    assert not gate.try_enter() and not gate.borrow()
+    assert not gate.try_enter() and not gate.borrow(True)
     gate.give_back(how)
     assert gate.free == 1 and gate.try_enter()
 
@@ -202,14 +202,15 @@ def test_borrow_uses_a_place_handed_to_a_waiter_that_has_not_run() -> None:
 
         tasks = [asyncio.create_task(waiter(t)) for t in "ab"]
         await asyncio.sleep(0)  # both queue
-        assert not gate.borrow()  # the holder still holds it: nothing to lend
+        assert not gate.borrow(True)  # the holder still holds it: nothing to lend
         gate.leave()  # handed to "a", whose task has not run yet
         assert gate.free == 0 and gate.handed == 1
         assert not gate.try_enter()  # FIFO callers still wait their turn
-        for _ in range(3):  # synchronous calls borrow it and give it back
-            how = gate.borrow()
+        assert not gate.borrow(False)  # a long call does not go ahead of the waiters
+        for _ in range(3):  # short synchronous calls borrow it and give it back
+            how = gate.borrow(True)
             assert how
-            assert not gate.borrow()  # one place: lent once at a time
+            assert not gate.borrow(True)  # one place: lent once at a time
             gate.give_back(how)
         await asyncio.gather(*tasks)
         assert entered == ["a", "b"]
@@ -239,7 +240,7 @@ def test_a_queue_drains_under_synchronous_calls() -> None:
         gate.leave()
         borrowed = refused = 0
         while served < 20:
-            how = gate.borrow()
+            how = gate.borrow(True)
             if how:
                 borrowed += 1
                 gate.give_back(how)
@@ -249,6 +250,6 @@ def test_a_queue_drains_under_synchronous_calls() -> None:
         await asyncio.gather(*tasks)
         assert borrowed >= 10 and refused == 0  # never refused while the queue drained
         assert gate.free == 2 and gate.handed == 0
-        assert gate.borrow() == 1  # FREE: the queue is gone
+        assert gate.borrow(True) == 1  # FREE: the queue is gone
 
     asyncio.run(main())

@@ -48,14 +48,15 @@ class Gate:
             raise
         self.handed -= 1  # the handed place is held now
 
-    def borrow(self) -> int:
+    def borrow(self, ahead: bool) -> int:
         """A place for a call that gives it back (`give_back`) before the event loop runs
-        anything else: a free one, or one handed to a waiter that cannot run before then.
-        0 when there is none (the pool is busy)."""
+        anything else: a free one, or, when the caller may go `ahead` of the waiters (its
+        call delays the one it borrows from by very little), one handed to a waiter that
+        cannot run before then. 0 when there is none."""
         if self.free > 0 and not self._waiters:
             self.free -= 1
             return FREE
-        if self.handed > 0:
+        if ahead and self.handed > 0:
             self.handed -= 1
             return HANDED
         return 0
