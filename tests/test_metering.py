@@ -187,3 +187,38 @@ def test_batched_durations_fill_the_histogram_as_observe_would(repo: Repository)
     assert sample("wasmlet_invocation_seconds_sum", function=name) == pytest.approx(
         sum(durations) * 3
     )
+
+
+def test_attached_to_a_loop_it_counts_there_and_the_thread_writes(repo: Repository) -> None:
+    """In the server the loop counts in slices and the thread writes the newest records of
+    each function, in the order the calls ended, with nobody calling flush()."""
+    import asyncio
+
+    from wasmlet import metering
+
+    meter = Meter(repo, retention=4, flush_interval=0.05)
+    busy, quiet = unique(), unique()
+    meter.start()
+
+    async def main() -> None:
+        meter.attach(asyncio.get_running_loop())
+        for i in range(metering._SLICE + 500):  # more than one slice
+            record(meter, busy, i)
+            if i == 7:
+                record(meter, quiet, i)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(repo.invocations(busy)) < 4:
+            await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(main())
+        total = metering._SLICE + 500
+        assert sample("wasmlet_invocations_total", function=busy, status="200", code="ok") == total
+        written = [r.logs for r in repo.invocations(busy)]
+        # Each slice keeps its newest `retention` (pruning trims the rest later).
+        assert written[:4] == [f"#{total - 1 - k}" for k in range(4)]
+        assert len(written) <= 8 and len(set(written)) == len(written)
+        assert [r.logs for r in repo.invocations(quiet)] == ["#7"]
+    finally:
+        meter.stop()
+    assert [r.logs for r in repo.invocations(busy)] == written  # stop() wrote nothing twice

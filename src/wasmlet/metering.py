@@ -8,6 +8,7 @@ prometheus-client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -50,12 +51,13 @@ LANES = Counter("wasmlet_http_invocations_total", "Invocation requests by servin
 FAST_LANE = LANES.labels("fast")
 ASGI_LANE = LANES.labels("asgi")
 
-# This thread works through a second's records at once (thousands under load) in pure
-# Python, holding the GIL. A thread that releases the GIL meanwhile (the event loop around
-# each guest call and each poll) would wait up to the switch interval (5 ms) to get it back,
-# stretching requests and making fast functions look slow (runtime/dispatch.py). Giving the
-# GIL up every few hundred records keeps such waits to ~0.1 ms.
+# A thread other than the event loop's (flush() from a request handler or at exit) works
+# through up to a second's records at once in pure Python, holding the GIL; the event loop
+# would wait up to the switch interval (5 ms) to get it back after each guest call. Giving
+# the GIL up every few hundred records keeps such waits to ~0.1 ms.
 _YIELD_EVERY = 256
+# Records counted per slice on the event loop (~1 ms of work).
+_SLICE = 2000
 _BOUNDS = DURATION._upper_bounds[:-1]  # the finite bounds; +Inf is the last bucket
 
 
@@ -89,12 +91,17 @@ _RECORD_FIELDS = (
 class Meter:
     """Counts every invocation in metrics and keeps a record of the recent ones.
 
-    The request path only appends a tuple to a deque. A background thread applies batches
-    to the Prometheus metrics and turns them into rows once a second (and /metrics or a read
-    of the records flushes this process's queue first; with several workers, the others'
-    figures are at most a second old), keeping per function
-    only the newest `retention` records of a batch (older ones would be pruned anyway). So
-    metering costs the event loop almost nothing and stays bounded under any load.
+    The request path only appends a tuple to a deque. Once a second the queued records are
+    applied to the Prometheus metrics and the newest `retention` per function of them turned
+    into rows (older ones would be pruned anyway), and a background thread writes the rows.
+    /metrics and record reads flush this process's queue first; with several workers, the
+    others' figures are at most a second old.
+
+    In the server the counting runs on the event loop (`attach`), in slices: done by the
+    thread, it competed with the event loop for the GIL, and every guest call (which
+    releases it) could then wait for it; under steady load that cost the request path far
+    more than the counting itself (a third of its throughput in the second after a burst).
+    The thread keeps the database work, most of which runs in SQLite without the GIL.
     """
 
     def __init__(self, repo: Repository, *, retention: int, flush_interval: float = 1.0) -> None:
@@ -105,6 +112,15 @@ class Meter:
         self._series: dict[str, Any] = {}
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
+        # The newest `retention` records of each function counted since the last rows were
+        # made (shared by the event loop's slices and flush(), under _recent_lock).
+        self._recent: dict[str, deque[tuple[int, tuple[Any, ...]]]] = {}
+        self._seq = 0
+        self._recent_lock = threading.Lock()
+        self._rows_out: deque[list[dict[str, Any]]] = deque()  # counted, to be written
+        self._write_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
         self._thread = threading.Thread(target=self._run, name="wasmlet-meter", daemon=True)
         self._last_prune = 0.0
 
@@ -112,9 +128,66 @@ class Meter:
         self._thread.start()
 
     def stop(self) -> None:
+        self.detach()
         self._stop.set()
         self._thread.join(timeout=5)
         self.flush()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count queued records on `loop` (call from it) from now on."""
+        self._loop = loop
+        self._tick_handle = loop.call_later(self.flush_interval, self._tick)
+
+    def detach(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        self._loop = None
+
+    def _tick(self) -> None:
+        """On the event loop: count a slice of the queue; the rest in later iterations."""
+        loop = self._loop
+        if loop is None:
+            return
+        batch = self._take(_SLICE)
+        with self._recent_lock:
+            if batch:
+                self._absorb(batch, yield_gil=False)
+            more = len(self._queue) >= _SLICE
+            if not more:
+                self._seal()
+        # More: go on after the I/O that is waiting; else in a second.
+        self._tick_handle = loop.call_later(0 if more else self.flush_interval, self._tick)
+
+    def _absorb(self, batch: list[tuple[Any, ...]], *, yield_gil: bool) -> None:
+        """Count `batch` and remember its newest records per function (_recent_lock held)."""
+        self._count(batch, yield_gil)
+        if not self.retention:
+            return
+        recent = self._recent
+        seq = self._seq
+        for item in batch:
+            kept = recent.get(item[0])
+            if kept is None:
+                kept = recent[item[0]] = deque(maxlen=self.retention)
+            seq += 1
+            kept.append((seq, item))  # seq: rows are written in the order calls ended
+        self._seq = seq
+
+    def _seal(self) -> None:
+        """Queue the remembered records as rows for the writer, oldest first."""
+        if not self._recent:
+            return
+        items = sorted(entry for kept in self._recent.values() for entry in kept)
+        self._recent = {}
+        self._rows_out.append(self._rows([item for _, item in items]))
+
+    def _take(self, limit: int) -> list[tuple[Any, ...]]:
+        queue = self._queue
+        batch: list[tuple[Any, ...]] = []
+        while queue and len(batch) < limit:
+            batch.append(queue.popleft())
+        return batch
 
     def record(
         self,
@@ -139,21 +212,25 @@ class Meter:
         )  # fmt: skip
 
     def flush(self) -> None:
-        """Apply queued records to the metrics and write the recent ones to the database."""
-        with self._flush_lock:
+        """Apply queued records to the metrics and write the recent ones to the database
+        (from any thread; the event loop's own slices never wait for the database)."""
+        with self._flush_lock, self._recent_lock:
             while self._queue:
-                batch: list[tuple[Any, ...]] = []
-                while self._queue and len(batch) < 20_000:
-                    batch.append(self._queue.popleft())
-                self._count(batch)
-                if not self.retention:
-                    continue
-                try:
-                    self.repo.insert_invocations(self._rows(batch))
-                except Exception:
-                    log.exception("dropping %d invocation records", len(batch))
+                self._absorb(self._take(20_000), yield_gil=True)
+            self._seal()
+        self._write()
 
-    def _count(self, batch: list[tuple[Any, ...]]) -> None:
+    def _write(self) -> None:
+        """Write the counted rows, oldest batch first, one writer at a time."""
+        with self._write_lock:
+            while self._rows_out:
+                rows = self._rows_out.popleft()
+                try:
+                    self.repo.insert_invocations(rows)
+                except Exception:
+                    log.exception("dropping %d invocation records", len(rows))
+
+    def _count(self, batch: list[tuple[Any, ...]], yield_gil: bool = True) -> None:
         counts: dict[tuple[str, str, str], int] = {}
         instantiations: dict[str, int] = {}
         # Durations per function as (bucket counts, sum), applied to the histogram once per
@@ -162,7 +239,7 @@ class Meter:
         durations: dict[str, tuple[list[int], list[float]]] = {}
         bounds = _BOUNDS
         for i, item in enumerate(batch):
-            if not i % _YIELD_EVERY:
+            if yield_gil and not i % _YIELD_EVERY:
                 time.sleep(0)  # let the event loop thread have the GIL (see _YIELD_EVERY)
             function = item[0]
             key = (function, str(item[4]), item[5] or "ok")
@@ -184,26 +261,22 @@ class Meter:
         for function, n in instantiations.items():
             INSTANTIATIONS.labels(function).inc(n)
 
-    def _rows(self, batch: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-        kept: dict[str, int] = {}
+    @staticmethod
+    def _rows(items: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        for i, item in enumerate(reversed(batch)):  # newest first: the cap keeps the newest
-            if not i % _YIELD_EVERY:
-                time.sleep(0)
-            n = kept.get(item[0], 0)
-            if n >= self.retention:
-                continue
-            kept[item[0]] = n + 1
+        for item in items:
             row = dict(zip(_RECORD_FIELDS, item, strict=True))
             row["started_at"] = datetime.fromtimestamp(item[2], UTC)
             row["duration_ms"] = round(item[3] * 1000, 4)
             rows.append(row)
-        rows.reverse()
         return rows
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_interval):
-            self.flush()
+            if self._loop is None:
+                self.flush()
+            else:
+                self._write()
             now = time.monotonic()
             if now - self._last_prune > 10:
                 self._last_prune = now
