@@ -139,8 +139,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
             return
         self._fast_size += len(body)
-        if self._fast_size > self._lane.max_body:  # type: ignore[union-attr]
-            limit = self._lane.max_body  # type: ignore[union-attr]
+        limit = self._lane.max_body  # type: ignore[union-attr]
+        if self._fast_size > limit:
             self._drop_fast(call)
             self.cycle.keep_alive = False  # the rest of the body is not worth reading
             self._respond(

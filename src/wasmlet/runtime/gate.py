@@ -53,8 +53,7 @@ class Gate:
         anything else: a free one, or, when the caller may go `ahead` of the waiters (its
         call delays the one it borrows from by very little), one handed to a waiter that
         cannot run before then. 0 when there is none."""
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
+        if self.try_enter():
             return FREE
         if ahead and self.handed > 0:
             self.handed -= 1
