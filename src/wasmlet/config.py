@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -108,10 +109,36 @@ class Settings(BaseSettings):
     quota_max_concurrency: int = Field(0, ge=0)
     quota_max_functions: int = Field(0, ge=0)
     quota_max_module_bytes: int = Field(0, ge=0)
+    # Ceilings on what a tenant's function spec may ask for, and a tenant's key-value use
+    # (keys and bytes over every scope it owns). The operator's namespace has none.
+    quota_max_memory_mb: int = Field(256, ge=0)
+    quota_max_timeout_ms: int = Field(60_000, ge=0)
+    quota_max_fuel: int = Field(0, ge=0)
+    quota_max_pool_size: int = Field(64, ge=0)
+    quota_kv_max_keys: int = Field(100_000, ge=0)
+    quota_kv_max_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    # Host names the API itself answers on: on these, no route may capture the platform's
+    # own paths (/api/, /fn/, /function/, /healthz, /metrics, /docs, ...).
+    api_hosts: Annotated[list[str], NoDecode] = ["localhost", "127.0.0.1", "::1", "0.0.0.0"]
+    # Outbound HTTP from guests never reaches loopback, link-local (cloud metadata),
+    # private or this node's own addresses, unless listed here: comma-separated CIDRs and
+    # host names, e.g. `127.0.0.0/8,::1`. A namespace's quota may override it.
+    egress_allow: Annotated[list[str], NoDecode] = []
+    # /metrics on a listener of its own (no key needed there, bind it privately); unset:
+    # /metrics on the main port, for keys with the `metrics` scope.
+    metrics_port: int | None = Field(None, ge=0, le=65535)
     cors_origins: list[str] = []  # CORS is off unless origins are listed
     # Request header block: largest size, and how long it may take to arrive (431 / 408).
     max_header_bytes: int = Field(64 * 1024, ge=1024)
     header_timeout_ms: int = Field(10_000, ge=100)
+
+    @field_validator("api_hosts", "egress_allow", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        """`a,b,c` from the environment or a flag; a list from TOML or code."""
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
 
     @property
     def db_url(self) -> str:

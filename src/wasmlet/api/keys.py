@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
 from wasmlet.api.access import caller
@@ -19,6 +19,7 @@ from wasmlet.api.deps import get_state
 from wasmlet.api.state import AppState
 from wasmlet.auth.keys import KeyInfo, Principal, check_namespace, check_scopes
 from wasmlet.errors import Forbidden, NotFound
+from wasmlet.host.egress import check_egress_entries
 from wasmlet.registry.models import NamespaceQuota
 from wasmlet.registry.views import UtcDatetime
 
@@ -64,6 +65,25 @@ class QuotaBody(BaseModel):
     max_concurrency: int | None = Field(None, ge=0, le=2**31 - 1)
     max_functions: int | None = Field(None, ge=0, le=2**31 - 1)
     max_module_bytes: int | None = Field(None, ge=0, le=2**62)
+    max_memory_mb: int | None = Field(None, ge=0, le=2**31 - 1)
+    max_timeout_ms: int | None = Field(None, ge=0, le=2**31 - 1)
+    max_fuel: int | None = Field(None, ge=0, le=2**62)
+    max_pool_size: int | None = Field(None, ge=0, le=2**31 - 1)
+    kv_max_keys: int | None = Field(None, ge=0, le=2**31 - 1)
+    kv_max_bytes: int | None = Field(None, ge=0, le=2**62)
+    egress_allow: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = Field(
+        None,
+        max_length=256,
+        description="CIDRs and host names the namespace's guests may reach besides public "
+        "addresses (null: the node's egress_allow)",
+    )
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _egress(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            check_egress_entries(v)
+        return v
 
 
 class QuotaOut(QuotaBody):
@@ -128,6 +148,8 @@ def set_quota(state: State, principal: Caller, namespace: str, body: QuotaBody) 
             row = NamespaceQuota(namespace=namespace)
             s.add(row)
         for field, value in body.model_dump().items():
+            if field == "egress_allow" and value is not None:
+                value = ",".join(value)
             setattr(row, field, value)
     state.changes.bump()
     state.limiter.reload()

@@ -28,14 +28,47 @@ from wasmlet.registry.models import NamespaceQuota
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    requests_per_second: float = 0.0  # 0: unlimited
+    """What a namespace may use. Every number: 0 = unlimited."""
+
+    requests_per_second: float = 0.0
     burst: int = 0
     max_concurrency: int = 0
     max_functions: int = 0
     max_module_bytes: int = 0
+    # Ceilings on the limits a function spec may ask for.
+    max_memory_mb: int = 0
+    max_timeout_ms: int = 0
+    max_fuel: int = 0
+    max_pool_size: int = 0
+    # Key-value keys and bytes of the whole namespace (function and global scopes).
+    kv_max_keys: int = 0
+    kv_max_bytes: int = 0
+    # Outbound HTTP destinations allowed besides public addresses (CIDRs, host names);
+    # None: the node's `egress_allow` setting.
+    egress_allow: tuple[str, ...] | None = None
 
 
 UNLIMITED = Quota()
+_NUMBERS = (
+    "requests_per_second",
+    "burst",
+    "max_concurrency",
+    "max_functions",
+    "max_module_bytes",
+    "max_memory_mb",
+    "max_timeout_ms",
+    "max_fuel",
+    "max_pool_size",
+    "kv_max_keys",
+    "kv_max_bytes",
+)
+
+
+def parse_egress(text: str | None) -> tuple[str, ...] | None:
+    """A stored comma-separated egress list; None stays None (use the node's)."""
+    if text is None:
+        return None
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 class TokenBucket:
@@ -78,13 +111,7 @@ class Limiter:
         if namespace == DEFAULT_NAMESPACE:
             return UNLIMITED
         s = self.settings
-        quota = Quota(
-            s.quota_requests_per_second,
-            s.quota_burst,
-            s.quota_max_concurrency,
-            s.quota_max_functions,
-            s.quota_max_module_bytes,
-        )
+        quota = Quota(**{field: getattr(s, f"quota_{field}") for field in _NUMBERS})
         return UNLIMITED if quota == UNLIMITED else quota
 
     def stale(self) -> bool:
@@ -102,14 +129,7 @@ class Limiter:
             base = self.default_quota(namespace)
             row = self._overrides.get(namespace)
             if row is not None:
-                base = Quota(
-                    _pick(row.requests_per_second, base.requests_per_second),
-                    int(_pick(row.burst, base.burst)),
-                    int(_pick(row.max_concurrency, base.max_concurrency)),
-                    int(_pick(row.max_functions, base.max_functions)),
-                    int(_pick(row.max_module_bytes, base.max_module_bytes)),
-                )
-                base = UNLIMITED if base == UNLIMITED else base
+                base = _override(base, row)
             found = self._quotas[namespace] = base
         return found
 
@@ -165,8 +185,16 @@ class Limiter:
         self._inflight[namespace] = self._inflight.get(namespace, 1) - 1
 
 
-def _pick(value: float | int | None, default: float | int) -> float:
-    return float(default if value is None else value)
+def _override(base: Quota, row: NamespaceQuota) -> Quota:
+    """A namespace's row on top of the defaults: each NULL column keeps the default."""
+    values: dict[str, object] = {}
+    for field in _NUMBERS:
+        value = getattr(row, field)
+        values[field] = getattr(base, field) if value is None else value
+    egress = parse_egress(row.egress_allow)
+    values["egress_allow"] = base.egress_allow if egress is None else egress
+    quota = Quota(**values)  # type: ignore[arg-type]
+    return UNLIMITED if quota == UNLIMITED else quota
 
 
 def deploy_check(

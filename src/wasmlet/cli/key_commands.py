@@ -120,6 +120,16 @@ def quota(
     concurrency: Annotated[int | None, typer.Option(help="Concurrent invocations")] = None,
     functions: Annotated[int | None, typer.Option(help="Number of functions")] = None,
     module_bytes: Annotated[int | None, typer.Option(help="Total bytes of modules")] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="Most memory_mb a spec may ask")] = None,
+    timeout_ms: Annotated[int | None, typer.Option(help="Most timeout_ms a spec may ask")] = None,
+    fuel: Annotated[int | None, typer.Option(help="Most fuel a spec may ask")] = None,
+    pool_size: Annotated[int | None, typer.Option(help="Most pool_size a spec may ask")] = None,
+    kv_keys: Annotated[int | None, typer.Option(help="Key-value keys in all")] = None,
+    kv_bytes: Annotated[int | None, typer.Option(help="Key-value bytes in all")] = None,
+    egress: Annotated[
+        str | None,
+        typer.Option(help="Egress allow list: CIDRs and hosts, comma-separated ('' = none)"),
+    ] = None,
     as_json: AsJson = False,
     url: Url = DEFAULT_URL,
 ) -> None:
@@ -131,6 +141,13 @@ def quota(
         "max_concurrency": concurrency,
         "max_functions": functions,
         "max_module_bytes": module_bytes,
+        "max_memory_mb": memory_mb,
+        "max_timeout_ms": timeout_ms,
+        "max_fuel": fuel,
+        "max_pool_size": pool_size,
+        "kv_max_keys": kv_keys,
+        "kv_max_bytes": kv_bytes,
+        "egress_allow": None if egress is None else [e for e in egress.split(",") if e.strip()],
     }
     with _client(url) as client:
         if any(v is not None for v in values.values()):
@@ -144,4 +161,6 @@ def quota(
         _print_json(result)
         return
     for key, value in result.items():
+        if isinstance(value, list):
+            value = ",".join(value) or "(none)"
         _stdout().print(f"{key:>20}  {value if value else '-'}")

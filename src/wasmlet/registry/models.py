@@ -163,3 +163,26 @@ class NamespaceQuota(Base):
     max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_functions: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_module_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Ceilings on what a function of the namespace may ask for in its spec.
+    max_memory_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_timeout_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_fuel: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_pool_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Persistent and in-memory key-value use of the whole namespace.
+    kv_max_keys: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kv_max_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Outbound HTTP destinations allowed beyond the public internet: comma-separated CIDRs
+    # and host names (NULL: the node's egress_allow setting).
+    egress_allow: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class NamespaceHost(Base):
+    """A host name or pattern (`shop.example.com`, `*.shop.example.com`) the operator gave
+    to a namespace: only that namespace may route it."""
+
+    __tablename__ = "namespace_hosts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(32), index=True)
+    pattern: Mapped[str] = mapped_column(String(253), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
