@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from wasmlet.config import Settings
 from wasmlet.errors import InvalidRequest
+from wasmlet.host.preopens import check_paths
 
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 _HOST_RE = re.compile(r"[A-Za-z0-9*.\-]{1,253}(:[0-9]{1,5})?")
@@ -73,17 +74,8 @@ class SpecUpdate(BaseModel):
     @field_validator("allowed_paths")
     @classmethod
     def _paths(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        for host, guest in (v or {}).items():
-            sub = host.removeprefix("ro:")
-            parts = sub.replace("\\", "/").split("/")
-            if not sub or sub.startswith("/") or any(p in ("..", "") for p in parts):
-                raise ValueError(
-                    f"allowed path {host!r} must be a relative folder inside the function's "
-                    "data folder (no '..', no absolute paths)"
-                )
-            if not guest.startswith("/"):
-                raise ValueError(f"guest path {guest!r} must be absolute")
-        return v
+        # Normalised; nested, overlapping or repeated folders refused (host/preopens.py).
+        return check_paths(v) if v is not None else None
 
     @field_validator("export")
     @classmethod

@@ -71,7 +71,10 @@ def paths(values: list[str] | None) -> dict[str, str] | None:
         host, colon, guest = item.removeprefix("ro:").partition(":")
         if not colon or not host or not guest:
             raise InvalidRequest(f"allowed_path entries look like SUBDIR:/guest, got {item!r}")
-        out[("ro:" if read_only else "") + host] = guest
+        key = ("ro:" if read_only else "") + host
+        if key in out:  # a dict would keep the last silently
+            raise InvalidRequest(f"allowed_path {host!r} is given twice")
+        out[key] = guest
     return out
 
 

@@ -21,6 +21,7 @@ from wasmlet.abi.extism.context import PluginContext, VarStore
 from wasmlet.abi.extism.host_env import BUILTINS, ENV, LEGACY, define_builtins
 from wasmlet.abi.extism.kernel import KERNEL_EXPORTS, Kernel
 from wasmlet.errors import GuestError, InvalidRequest, NotFound, Timeout
+from wasmlet.host import preopens
 from wasmlet.host.binding import EXTISM_NS as USER
 from wasmlet.host.binding import define_signatures, extism_functions, open_host
 from wasmlet.host.context import CONTEXTS, HostError, HostTimeout, attach, store_address
@@ -204,7 +205,7 @@ class ExtismAbi:
         spec: FunctionSpec = slot.function.spec
         name = slot.function.ref.name
         if spec.wasi:
-            slot.store.set_wasi(wasi_config(slot.function.files_dir, spec.allowed_paths))
+            set_wasi(slot, slot.function.files_dir, spec.allowed_paths)
         ctx = self.new_context(slot, name, spec)
         slot.abi_state = ctx  # the slot keeps the context alive; CONTEXTS only points to it
         if getattr(slot.function.instantiate, "calls_host", True):
@@ -332,19 +333,19 @@ class ExtismAbi:
         return Outcome(200, [(b"content-type", _content_type(spec, out))], out)
 
 
-def wasi_config(files_dir: Path | None, allowed_paths: dict[str, str]) -> wasmtime.WasiConfig:
-    """WASI with no args, env or stdio; preopens only below the function's own folder."""
+def set_wasi(slot: Slot, files_dir: Path | None, allowed_paths: dict[str, str]) -> None:
+    """WASI with no args, env or stdio; preopens only below the function's own folder,
+    opened without following links (host/preopens.py)."""
     config = wasmtime.WasiConfig()
-    if allowed_paths and files_dir is None:
+    if not allowed_paths:
+        slot.store.set_wasi(config)
+        return
+    if files_dir is None:
         raise GuestError("this function's allowed_paths need a data folder")
-    for host, guest in allowed_paths.items():
-        read_only = host.startswith("ro:")
-        folder = (files_dir / host.removeprefix("ro:")).resolve()  # type: ignore[operator]
-        if not folder.is_relative_to(files_dir.resolve()):  # type: ignore[union-attr]
-            raise GuestError(f"allowed path {host!r} leaves the function's data folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        config.preopen_dir(str(folder), guest, fs_mutable=not read_only)
-    return config
+    with preopens.opened(files_dir, allowed_paths) as opened:
+        for item in opened:
+            config.preopen_dir(item.path, item.guest, fs_mutable=not item.read_only)
+        slot.store.set_wasi(config)
 
 
 def link_order(extras: dict[str, wasmtime.Module]) -> list[str]:
