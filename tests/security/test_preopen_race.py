@@ -120,6 +120,11 @@ def test_nested_preopens_deploy_refused(tenant: httpx.Client) -> None:
         allowed_path=["data:/data", "data/sub:/sub"],
     )  # fmt: skip
     assert_error(r, 422, "invalid_request", "overlap")
+    r = deploy(
+        tenant, "twice-form", FIXTURE, abi="extism", wasi="true", export="read",
+        allowed_path=["data:/a", "data:/b"],
+    )  # fmt: skip
+    assert_error(r, 422, "invalid_request", "twice")
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ class Preopen:
     read_only: bool
 
 
-def _child(dir_fd: int, name: str, host: str) -> int:
+def _child(dir_fd: int, name: str, what: str) -> int:
     """Open (making it if missing) the folder `name` inside `dir_fd`, never through a link."""
     for _ in range(2):
         try:
@@ -97,18 +97,18 @@ def _child(dir_fd: int, name: str, host: str) -> int:
                 os.mkdir(name, dir_fd=dir_fd)
         except OSError as exc:  # ELOOP: a link; ENOTDIR: a file
             raise GuestError(
-                f"allowed path {host!r} cannot be opened: {name!r} on the way is a link or "
+                f"{what} cannot be opened: {name!r} on the way is a link or "
                 "not a folder (wasmlet never follows links to a preopen)"
             ) from exc
-    raise GuestError(f"allowed path {host!r} cannot be opened: {name!r} keeps disappearing")
+    raise GuestError(f"{what} cannot be opened: {name!r} keeps disappearing")
 
 
-def _walk(base: int, parts: tuple[str, ...], host: str) -> int:
+def _walk(base: int, parts: tuple[str, ...], what: str) -> int:
     """A new descriptor for `parts` below the directory `base` (left open)."""
     fd = base
     try:
         for part in parts:
-            child = _child(fd, part, host)
+            child = _child(fd, part, what)
             if fd != base:
                 os.close(fd)
             fd = child
@@ -135,11 +135,11 @@ def opened(files_dir: Path, paths: dict[str, str]) -> Iterator[list[Preopen]]:
     with ExitStack() as stack:
         data_fd = os.open(files_dir.parent.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         stack.callback(os.close, data_fd)
-        root = _walk(data_fd, (files_dir.parent.name, files_dir.name), "(the data folder)")
+        root = _walk(data_fd, (files_dir.parent.name, files_dir.name), "the function's folder")
         stack.callback(os.close, root)
         out = []
         for host, guest in checked.items():
-            fd = _walk(root, _folder(host), host)
+            fd = _walk(root, _folder(host), f"allowed path {host!r}")
             stack.callback(os.close, fd)
             out.append(Preopen(f"/proc/self/fd/{fd}", guest, host.startswith(READ_ONLY)))
         yield out
