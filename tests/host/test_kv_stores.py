@@ -188,6 +188,21 @@ def test_scope_prefix_does_not_leak(store: KvStore) -> None:
     assert store.get("fn:ab", "k") == b"1"
 
 
+def test_scope_and_key_never_collide(store: KvStore) -> None:
+    """Every (scope, key) pair is its own key: the operator's global `b:cfg` is not tenant
+    b's global `cfg`, nor a scope with a colon-laden key another scope's key (break 5)."""
+    pairs = [("global", "b:cfg"), ("global:b", "cfg"), ("global:b:", "cfg"), ("global", "b::cfg")]
+    pairs += [("fn:x", "y:z"), ("fn:x:y", "z"), ("g", "lobal:b:cfg")]
+    for i, (scope, key) in enumerate(pairs):
+        store.set(scope, key, str(i).encode())
+    for i, (scope, key) in enumerate(pairs):
+        assert store.get(scope, key) == str(i).encode(), (scope, key)
+    assert store.keys("global:b") == ["cfg"]
+    assert store.incr("global:b", "n", 1) == 1 and store.get("global", "b:n") is None
+    assert store.drop_scope("global:b") == 2
+    assert store.get("global", "b:cfg") == b"0" and store.get("global:b:", "cfg") == b"2"
+
+
 # -- TTLs ------------------------------------------------------------------------------------
 
 
@@ -551,10 +566,20 @@ def test_redis_layout(redis_client: redis.Redis, redis_prefix: str) -> None:
     kv = RedisKv(REDIS_URL, prefix=redis_prefix)
     try:
         kv.set("fn:a", "k/1", b"v", ttl_ms=60_000)
-        assert redis_client.get(f"{redis_prefix}fn:a:k/1") == b"v"
-        assert 50_000 < redis_client.pttl(f"{redis_prefix}fn:a:k/1") <= 60_000
-        redis_client.set(f"{redis_prefix}global:made-outside", b"7")
+        # <prefix><scope length in bytes>:<scope>:<key>
+        assert redis_client.get(f"{redis_prefix}4:fn:a:k/1") == b"v"
+        assert 50_000 < redis_client.pttl(f"{redis_prefix}4:fn:a:k/1") <= 60_000
+        redis_client.set(f"{redis_prefix}6:global:made-outside", b"7")
         assert kv.incr("global", "made-outside", 1) == 8
+        # The scope's length keeps `global` + `b:cfg` apart from `global:b` + `cfg`.
+        kv.set("global", "b:cfg", b"operator")
+        kv.set("global:b", "cfg", b"tenant")
+        assert redis_client.get(f"{redis_prefix}6:global:b:cfg") == b"operator"
+        assert redis_client.get(f"{redis_prefix}8:global:b:cfg") == b"tenant"
+        assert (kv.get("global", "b:cfg"), kv.get("global:b", "cfg")) == (b"operator", b"tenant")
+        assert kv.keys("global", "b*") == ["b:cfg"] and kv.keys("global:b") == ["cfg"]
+        assert kv.drop_scope("global:b") == 1
+        assert kv.get("global", "b:cfg") == b"operator"
     finally:
         kv.close()
 

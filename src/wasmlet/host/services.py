@@ -60,7 +60,7 @@ def build_services(settings: Settings, engine: sqlalchemy.Engine | None = None) 
     if settings.redis_url:
         from wasmlet.host.kv.redis_store import RedisKv
 
-        persistent = RedisKv(settings.redis_url)
+        persistent = RedisKv(settings.redis_url, prefix=settings.redis_kv_prefix)
     elif engine is not None:
         from wasmlet.host.kv.sql import SqlKv
 

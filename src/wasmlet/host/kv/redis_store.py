@@ -1,9 +1,15 @@
 """The persistent key-value store on Redis, for deployments that scale out.
 
-Each key lives at `<prefix><scope>:<key>` (prefix `wasmlet:kv:` unless told otherwise, so
-a test or a second installation can share one Redis). Scopes are `global` or `fn:<name>`
-and function names contain no `:`, so the scope part of a Redis key is unambiguous.
-Every operation maps onto one Redis command, so atomicity and expiry are Redis's own.
+Each key lives at `<prefix><n>:<scope>:<key>`, where n is the scope's length in UTF-8
+bytes (prefix `wasmlet:kv:` unless told otherwise, so a test or a second installation can
+share one Redis). The length makes the name injective whatever bytes scope and key hold:
+without it, the operator's global key `b:cfg` and tenant b's global key `cfg` were both
+`global:b:cfg`. Every operation maps onto one Redis command, so atomicity and expiry are
+Redis's own.
+
+Names written before this layout (`<prefix><scope>:<key>`) are not read: they cannot all
+be decoded (that was the collision), so an upgrade keeps them aside, untouched; an
+operator moves what matters with `SCAN`/`RENAME`, knowing which scope each belongs to.
 
 Connection errors surface as redis-py's exceptions (`redis.exceptions.ConnectionError`,
 `TimeoutError`): the store is unavailable, which is not the same thing as refusing an
@@ -96,7 +102,7 @@ class RedisKv:
         self._redis = redis.Redis(connection_pool=self._pool)
 
     def _name(self, scope: str, key: str) -> str:
-        return f"{self.prefix}{scope}:{key}"
+        return f"{self.prefix}{len(scope.encode())}:{scope}:{key}"
 
     def _scan(self, scope: str, glob: str) -> set[bytes]:
         """Redis names of the scope whose remainder after `<prefix><scope>:` matches `glob`
