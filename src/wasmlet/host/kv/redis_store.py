@@ -28,6 +28,7 @@ from redis.retry import Retry
 
 from wasmlet.host.kv.base import KvError
 from wasmlet.host.kv.memory import check_ttl
+from wasmlet.host.kv.scopes import global_scope_of, scope_namespace, tenant_fn_prefix
 
 DEFAULT_PREFIX = "wasmlet:kv:"
 _SCAN_COUNT = 1000  # a hint to SCAN: keys examined per round trip
@@ -162,6 +163,54 @@ class RedisKv:
         for start in range(0, len(names), _UNLINK_BATCH):
             removed += int(self._redis.unlink(*names[start : start + _UNLINK_BATCH]))
         return removed
+
+    def usage(self, namespace: str) -> tuple[int, int]:
+        """Live keys of the namespace's scopes and their bytes (keys plus values). SCAN
+        walks the whole keyspace whatever MATCH says: this is for an occasional count
+        (host/kv/quota.py), never per write."""
+        globs = [glob_escape(self._name(global_scope_of(namespace), "")) + "*"]
+        prefix = tenant_fn_prefix(namespace)
+        fns = glob_escape(prefix) if prefix is not None else "fn:"
+        globs.append(glob_escape(self.prefix) + "[0-9]*:" + fns + "*")
+        names = {
+            bytes(n)
+            for glob in globs
+            for n in self._redis.scan_iter(match=glob, count=_SCAN_COUNT)
+            if self._namespace_of(bytes(n)) == namespace
+        }
+        keys = size = 0
+        ordered = list(names)
+        for start in range(0, len(ordered), _UNLINK_BATCH):
+            batch = ordered[start : start + _UNLINK_BATCH]
+            pipe = self._redis.pipeline(transaction=False)
+            for name in batch:
+                pipe.strlen(name)
+            for name, length in zip(batch, pipe.execute(), strict=True):
+                if length:  # 0: gone (or expired) since the scan
+                    keys += 1
+                    size += int(length) + len(name) - self._head_length(name)
+        return keys, size
+
+    def _split(self, name: bytes) -> tuple[str, int] | None:
+        """(scope, length of `<prefix><n>:<scope>:`) of a Redis name of this layout."""
+        head = self.prefix.encode()
+        if not name.startswith(head):
+            return None
+        digits, sep, rest = name[len(head) :].partition(b":")
+        if not sep or not digits.isdigit():
+            return None
+        n = int(digits)
+        if rest[n : n + 1] != b":":
+            return None
+        return rest[:n].decode("utf-8", "replace"), len(head) + len(digits) + 1 + n + 1
+
+    def _namespace_of(self, name: bytes) -> str | None:
+        parts = self._split(name)
+        return scope_namespace(parts[0]) if parts else None
+
+    def _head_length(self, name: bytes) -> int:
+        parts = self._split(name)
+        return parts[1] if parts else 0
 
     def close(self) -> None:
         self._pool.disconnect()
