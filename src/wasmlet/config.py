@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # -- host capabilities (src/wasmlet/host) -----------------------------------------------
     # Persistent key-value store: Redis when set (redis://...), else the SQL database.
     redis_url: str | None = None
+    # Prefix of every Redis key the store writes (one Redis may serve several installations).
+    redis_kv_prefix: str = "wasmlet:kv:"
     kv_max_key_bytes: int = Field(512, ge=1, le=1024)
     kv_max_value_bytes: int = Field(1024 * 1024, ge=1)
     # In-memory key-value store, per process: bounded by entries and total bytes (LRU).

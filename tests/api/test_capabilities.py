@@ -171,12 +171,17 @@ def test_persistent_store_on_redis(server_factory: Any) -> None:
     with server.client() as c:
         name = probe(c)
         ok(run(c, name, "set", "in-redis"))
-        assert conn.get(f"wasmlet:kv:fn:{name}:k") == b"in-redis"
+        assert conn.get(redis_name(f"fn:{name}", "k")) == b"in-redis"
         server.restart()
     with server.client() as c:
         assert ok(run(c, name, "get")) == b"in-redis"
         assert client_delete(c, name)
-    assert conn.get(f"wasmlet:kv:fn:{name}:k") is None  # dropped with the function
+    assert conn.get(redis_name(f"fn:{name}", "k")) is None  # dropped with the function
+
+
+def redis_name(scope: str, key: str) -> str:
+    """Where the Redis store keeps a key: `<prefix><scope length>:<scope>:<key>`."""
+    return f"wasmlet:kv:{len(scope.encode())}:{scope}:{key}"
 
 
 def client_delete(c: httpx.Client, name: str) -> bool:

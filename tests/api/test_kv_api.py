@@ -311,7 +311,8 @@ def test_redis_backend(
 ) -> None:
     srv = server_factory(env={**CAPS, "WASMLET_REDIS_URL": REDIS_URL})
     ns = unique("kvfn")
-    names = [f"wasmlet:kv:fn:{ns}:{k}".encode() for k in ("a/b", "n", "t")]
+    scope = f"fn:{ns}"  # stored at <prefix><scope length>:<scope>:<key>
+    names = [f"wasmlet:kv:{len(scope)}:{scope}:{k}".encode() for k in ("a/b", "n", "t")]
     try:
         with srv.client() as c:
             assert put(c, ns, "a/b", b"in redis").status_code == 200
@@ -333,7 +334,7 @@ def test_redis_backend(
         with srv.client() as c:
             assert c.get(f"{KV}/{ns}/n").content == b"15"
     finally:
-        leftovers = list(redis_client.scan_iter(match=f"wasmlet:kv:fn:{ns}:*"))
+        leftovers = list(redis_client.scan_iter(match=f"wasmlet:kv:{len(scope)}:{scope}:*"))
         if leftovers:
             redis_client.delete(*leftovers)
 

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, delete, func, select
 
 from wasmlet.host.kv.base import KvError, KvStore
 from wasmlet.host.kv.memory import MemoryKv
+from wasmlet.host.kv.quota import KvQuotaExceeded, QuotaKv
 from wasmlet.host.kv.redis_store import RedisKv, glob_escape, redis_prefilter
 from wasmlet.host.kv.sql import SqlKv, glob_to_like
 from wasmlet.registry.db import make_engine, upgrade
@@ -186,6 +187,21 @@ def test_scope_prefix_does_not_leak(store: KvStore) -> None:
     assert store.keys("fn:ab") == ["k"]
     assert store.drop_scope("fn:a") == 1
     assert store.get("fn:ab", "k") == b"1"
+
+
+def test_scope_and_key_never_collide(store: KvStore) -> None:
+    """Every (scope, key) pair is its own key: the operator's global `b:cfg` is not tenant
+    b's global `cfg`, nor a scope with a colon-laden key another scope's key (break 5)."""
+    pairs = [("global", "b:cfg"), ("global:b", "cfg"), ("global:b:", "cfg"), ("global", "b::cfg")]
+    pairs += [("fn:x", "y:z"), ("fn:x:y", "z"), ("g", "lobal:b:cfg")]
+    for i, (scope, key) in enumerate(pairs):
+        store.set(scope, key, str(i).encode())
+    for i, (scope, key) in enumerate(pairs):
+        assert store.get(scope, key) == str(i).encode(), (scope, key)
+    assert store.keys("global:b") == ["cfg"]
+    assert store.incr("global:b", "n", 1) == 1 and store.get("global", "b:n") is None
+    assert store.drop_scope("global:b") == 2
+    assert store.get("global", "b:cfg") == b"0" and store.get("global:b:", "cfg") == b"2"
 
 
 # -- TTLs ------------------------------------------------------------------------------------
@@ -551,10 +567,20 @@ def test_redis_layout(redis_client: redis.Redis, redis_prefix: str) -> None:
     kv = RedisKv(REDIS_URL, prefix=redis_prefix)
     try:
         kv.set("fn:a", "k/1", b"v", ttl_ms=60_000)
-        assert redis_client.get(f"{redis_prefix}fn:a:k/1") == b"v"
-        assert 50_000 < redis_client.pttl(f"{redis_prefix}fn:a:k/1") <= 60_000
-        redis_client.set(f"{redis_prefix}global:made-outside", b"7")
+        # <prefix><scope length in bytes>:<scope>:<key>
+        assert redis_client.get(f"{redis_prefix}4:fn:a:k/1") == b"v"
+        assert 50_000 < redis_client.pttl(f"{redis_prefix}4:fn:a:k/1") <= 60_000
+        redis_client.set(f"{redis_prefix}6:global:made-outside", b"7")
         assert kv.incr("global", "made-outside", 1) == 8
+        # The scope's length keeps `global` + `b:cfg` apart from `global:b` + `cfg`.
+        kv.set("global", "b:cfg", b"operator")
+        kv.set("global:b", "cfg", b"tenant")
+        assert redis_client.get(f"{redis_prefix}6:global:b:cfg") == b"operator"
+        assert redis_client.get(f"{redis_prefix}8:global:b:cfg") == b"tenant"
+        assert (kv.get("global", "b:cfg"), kv.get("global:b", "cfg")) == (b"operator", b"tenant")
+        assert kv.keys("global", "b*") == ["b:cfg"] and kv.keys("global:b") == ["cfg"]
+        assert kv.drop_scope("global:b") == 1
+        assert kv.get("global", "b:cfg") == b"operator"
     finally:
         kv.close()
 
@@ -570,3 +596,74 @@ def test_redis_unavailable_is_not_a_kv_error() -> None:
             kv.incr("global", "k", 1)
     finally:
         kv.close()
+
+
+# -- usage and quotas per namespace (host/kv/quota.py) ------------------------------------------
+
+
+def test_usage_counts_one_namespace_over_its_scopes(store: KvStore) -> None:
+    for scope, key in [("fn:b~x", "k1"), ("fn:b~y", "k2"), ("global:b", "cfg")]:
+        store.set(scope, key, b"12345")
+    for scope, key in [("fn:c~x", "k"), ("global:c", "k"), ("global", "b:cfg"), ("fn:x", "k")]:
+        store.set(scope, key, b"1")
+    store.set("fn:b~x", "gone", b"1", ttl_ms=50)
+    time.sleep(0.1)
+    assert store.usage("b") == (3, 2 + 2 + 3 + 3 * 5)  # type: ignore[attr-defined]
+    assert store.usage("c") == (2, 4)  # type: ignore[attr-defined]
+    assert store.usage("default") == (2, len("b:cfg") + 1 + 2)  # type: ignore[attr-defined]
+    assert store.usage("nobody") == (0, 0)  # type: ignore[attr-defined]
+
+
+def _quota(store: KvStore, keys: int, size: int = 0, refresh_s: float = 0.0) -> QuotaKv:
+    held = QuotaKv(store, refresh_s=refresh_s)  # type: ignore[arg-type]
+    held.limits = lambda ns: (keys, size) if ns == "b" else (0, 0)
+    return held
+
+
+@pytest.mark.parametrize("refresh_s", [0.0, 3600.0])
+def test_key_quota_counts_every_scope_of_the_namespace(store: KvStore, refresh_s: float) -> None:
+    kv = _quota(store, 4, refresh_s=refresh_s)
+    kv.set("fn:b~x", "a", b"1")
+    kv.set("fn:b~y", "b", b"1")
+    kv.set("global:b", "c", b"1")
+    kv.incr("global:b", "n", 1)
+    with pytest.raises(KvQuotaExceeded, match="quota of 4 keys"):
+        kv.set("fn:b~x", "new", b"1")
+    with pytest.raises(KvQuotaExceeded):
+        kv.incr("fn:b~z", "n", 1)
+    # Rewriting a key it has is not a new key; other namespaces are not held.
+    kv.set("fn:b~x", "a", b"2")
+    assert kv.incr("global:b", "n", 1) == 2
+    kv.set("global", "b:new", b"operator")
+    kv.set("fn:c~x", "new", b"c")
+    assert kv.get("fn:b~x", "new") is None and store.usage("b")[0] == 4  # type: ignore[attr-defined]
+    if refresh_s == 0.0:  # a delete frees a key as soon as the namespace is counted again
+        assert kv.delete("fn:b~y", "b")
+        kv.set("fn:b~x", "new", b"1")
+
+
+def test_byte_quota(store: KvStore) -> None:
+    kv = _quota(store, 0, size=20)
+    kv.set("fn:b~x", "k", b"v" * 9)  # 10 bytes
+    with pytest.raises(KvQuotaExceeded, match="quota of 20 bytes"):
+        kv.set("global:b", "k2", b"v" * 9)  # 11 more
+    kv.set("fn:b~x", "k", b"v" * 19)  # a rewrite that still fits
+    with pytest.raises(KvQuotaExceeded):
+        kv.set("fn:b~x", "k", b"v" * 20)
+    assert kv.get("fn:b~x", "k") == b"v" * 19
+
+
+def test_key_quota_holds_under_threads(store: KvStore) -> None:
+    kv = _quota(store, 25, refresh_s=0.005)
+    refused = []
+
+    def writer(i: int) -> None:
+        for j in range(40):
+            try:
+                kv.set(f"fn:b~f{i % 3}", f"k{i}-{j}", b"x")
+            except KvQuotaExceeded:
+                refused.append(1)
+
+    in_threads(6, writer)
+    assert store.usage("b")[0] == 25  # type: ignore[attr-defined]
+    assert len(refused) == 6 * 40 - 25

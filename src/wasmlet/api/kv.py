@@ -40,10 +40,12 @@ from wasmlet.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    QuotaExceeded,
     WasmletError,
 )
 from wasmlet.host.kv.base import KvError, KvStore
 from wasmlet.host.kv.memory import INT64_MAX, INT64_MIN
+from wasmlet.host.kv.quota import KvQuotaExceeded
 from wasmlet.names import is_valid_name
 
 log = logging.getLogger("wasmlet.kv")
@@ -135,6 +137,8 @@ def _store_errors(refused: type[WasmletError] = InvalidRequest) -> Iterator[None
     backend as 503 with Retry-After."""
     try:
         yield
+    except KvQuotaExceeded as exc:
+        raise QuotaExceeded(str(exc)) from None
     except KvError as exc:
         raise refused(str(exc)) from None
     except _UNAVAILABLE as exc:
@@ -264,6 +268,7 @@ _RAW_BODY: dict[str, Any] = {
     responses={
         409: {"description": "if_absent was set and the key exists"},
         413: {"description": "The value exceeds kv_max_value_bytes"},
+        429: {"description": "quota_exceeded: the namespace is at its KV key or byte quota"},
     },
 )
 async def write_value(

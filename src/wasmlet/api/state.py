@@ -73,6 +73,7 @@ def build_state(settings: Settings) -> AppState:
     sessions = make_sessionmaker(engine)
     keys = KeyStore(sessions, settings.data_dir)
     limiter = Limiter(settings, sessions)
+    services.limit_kv(lambda ns: _kv_limits(limiter, ns))
     deployer.check_quota = deploy_check(limiter, repo.namespace_usage)
     access = Access(keys, limiter, runtime.executor)
     return AppState(
@@ -89,3 +90,8 @@ def build_state(settings: Settings) -> AppState:
         limiter,
         access,
     )
+
+
+def _kv_limits(limiter: Limiter, namespace: str) -> tuple[int, int]:
+    quota = limiter.quota(namespace)
+    return quota.kv_max_keys, quota.kv_max_bytes

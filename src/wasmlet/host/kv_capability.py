@@ -13,7 +13,8 @@ import json
 
 from wasmlet.host.context import HostContext, HostError
 from wasmlet.host.kv.base import KvError, KvStore
-from wasmlet.names import DEFAULT_NAMESPACE, namespace_of
+from wasmlet.host.kv.scopes import global_scope_of
+from wasmlet.names import namespace_of
 
 GLOBAL = 1
 MEMORY = 2
@@ -27,7 +28,7 @@ def function_scope(name: str) -> str:
 
 def global_scope(namespace: str) -> str:
     """The global namespace of a tenant: shared by its functions, never by another's."""
-    return "global" if namespace == DEFAULT_NAMESPACE else f"global:{namespace}"
+    return global_scope_of(namespace)
 
 
 def globals_of(function: str) -> str:

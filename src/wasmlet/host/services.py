@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from wasmlet.config import Settings
 from wasmlet.host.kv.base import KvStore
+from wasmlet.host.kv.quota import CountingStore, Limits, QuotaKv
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -38,6 +39,12 @@ class HostServices:
     secrets: SecretSource | None = None
     call: FunctionCaller | None = None  # set by the invoker of this process
 
+    def limit_kv(self, limits: Limits) -> None:
+        """Hold both stores to these per-namespace quotas (host/kv/quota.py)."""
+        for store in (self.kv_memory, self.kv_persistent):
+            if isinstance(store, QuotaKv):
+                store.limits = limits
+
     def drop_function(self, name: str) -> None:
         """A function was deleted: its own keys and secrets go with it."""
         scope = f"fn:{name}"
@@ -56,11 +63,11 @@ def build_services(settings: Settings, engine: sqlalchemy.Engine | None = None) 
     from wasmlet.host.kv.memory import MemoryKv
 
     memory = MemoryKv(settings.kv_memory_max_entries, settings.kv_memory_max_bytes)
-    persistent: KvStore
+    persistent: CountingStore
     if settings.redis_url:
         from wasmlet.host.kv.redis_store import RedisKv
 
-        persistent = RedisKv(settings.redis_url)
+        persistent = RedisKv(settings.redis_url, prefix=settings.redis_kv_prefix)
     elif engine is not None:
         from wasmlet.host.kv.sql import SqlKv
 
@@ -72,4 +79,5 @@ def build_services(settings: Settings, engine: sqlalchemy.Engine | None = None) 
         from wasmlet.host.secrets import SecretStore
 
         secrets = SecretStore(engine, settings)
-    return HostServices(settings, memory, persistent, secrets)
+    # Every write of either store, from guests or the API, passes the namespace's quota.
+    return HostServices(settings, QuotaKv(memory), QuotaKv(persistent), secrets)

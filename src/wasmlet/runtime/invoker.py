@@ -21,6 +21,7 @@ from wasmlet.host.context import HostContext, HostError
 from wasmlet.host.secrets import redact
 from wasmlet.host.services import HostServices
 from wasmlet.metering import CACHE_EVENTS, OFFLOADS, OVERLOADS, POOL_WAITS, Meter
+from wasmlet.names import namespace_of, split
 from wasmlet.pending import Pending
 from wasmlet.registry.blobs import BlobStore
 from wasmlet.registry.changes import ChangeSignal
@@ -355,9 +356,12 @@ class Invoker:
         admission gate (an asyncio object, not for threads); depth and per-invocation
         call limits bound them instead.
         """
-        ref = self.active.get(name)
+        # `name` is qualified by host/calls.py with the caller's namespace; check it again
+        # here, the last step before the name table, so no path reaches another tenant.
+        shown = split(name)[1]
+        ref = self.active.get(name) if namespace_of(name) == namespace_of(caller.function) else None
         if ref is None:
-            raise HostError(f"call: function {name!r} not found")
+            raise HostError(f"call: function {shown!r} not found")
         key = (name, ref.function_id, ref.digest)
         entry = self.entries.get(key)
         if entry is None:
@@ -367,7 +371,7 @@ class Invoker:
                     entry = self.entries[key] = self._build_entry(ref)
         left_ms = int(caller.remaining() * 1000)
         if left_ms < 1:
-            raise HostError(f"call: no time left to call {name!r}")
+            raise HostError(f"call: no time left to call {shown!r}")
         inv = Invocation(body=payload, via="call", chain=(*caller.chain, caller.function))
         report = CallReport()
         started = time.time()
@@ -377,10 +381,10 @@ class Invoker:
         except WasmletError as exc:
             self._redact(name, exc)
             self._record(ref, inv, started, report, exc.status, exc)
-            raise HostError(f"call to {name!r} failed: {exc.code}: {exc.message}") from None
+            raise HostError(f"call to {shown!r} failed: {exc.code}: {exc.message}") from None
         self._record(ref, inv, started, report, outcome.status, None)
         if outcome.status >= 400:
-            raise HostError(f"call to {name!r} answered status {outcome.status}")
+            raise HostError(f"call to {shown!r} answered status {outcome.status}")
         return outcome.body
 
     # -- records -----------------------------------------------------------------------------

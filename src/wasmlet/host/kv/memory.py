@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 
 from wasmlet.host.kv.base import KvError
+from wasmlet.host.kv.scopes import scope_namespace
 
 _ENTRY_OVERHEAD = 64  # bytes counted per entry on top of key and value
 
@@ -55,6 +56,9 @@ class MemoryKv:
         # recently used first.
         self._data: OrderedDict[tuple[str, str], tuple[bytes, float | None]] = OrderedDict()
         self._bytes = 0
+        # The entries of each namespace (host/kv/scopes.py), so counting one for its quota
+        # (`usage`) passes over its own entries only.
+        self._members: dict[str, set[tuple[str, str]]] = {}
         self._lock = threading.Lock()
 
     # -- internals (lock held) ---------------------------------------------------------------
@@ -81,6 +85,11 @@ class MemoryKv:
     def _remove(self, item: tuple[str, str]) -> None:
         value, _ = self._data.pop(item)
         self._bytes -= self._cost(item, value)
+        namespace = scope_namespace(item[0])
+        members = self._members[namespace]
+        members.discard(item)
+        if not members:
+            del self._members[namespace]
 
     def _put(self, item: tuple[str, str], value: bytes, expires: float | None) -> None:
         cost = self._cost(item, value)
@@ -93,6 +102,7 @@ class MemoryKv:
             self._remove(item)
         self._data[item] = (value, expires)
         self._bytes += cost
+        self._members.setdefault(scope_namespace(item[0]), set()).add(item)
         # Evict least recently used entries, never the one just written (it fits on its
         # own, checked above). Expired entries are not hunted down first: that would cost
         # a scan of the whole store per write once it is full, and unread ones age out of
@@ -188,7 +198,23 @@ class MemoryKv:
                 self._remove(item)
             return sum(1 for _, e in doomed if not self._expired(e, now))
 
+    def usage(self, namespace: str) -> tuple[int, int]:
+        """Live keys of the namespace and their bytes (keys plus values); expired entries
+        met on the way are removed, so they stop counting against its quota."""
+        now = time.monotonic()
+        keys = size = 0
+        with self._lock:
+            for item in list(self._members.get(namespace, ())):
+                entry = self._data[item]
+                if self._expired(entry, now):
+                    self._remove(item)
+                    continue
+                keys += 1
+                size += len(item[1].encode()) + len(entry[0])
+        return keys, size
+
     def close(self) -> None:
         with self._lock:
             self._data.clear()
+            self._members.clear()
             self._bytes = 0

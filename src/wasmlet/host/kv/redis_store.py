@@ -1,9 +1,15 @@
 """The persistent key-value store on Redis, for deployments that scale out.
 
-Each key lives at `<prefix><scope>:<key>` (prefix `wasmlet:kv:` unless told otherwise, so
-a test or a second installation can share one Redis). Scopes are `global` or `fn:<name>`
-and function names contain no `:`, so the scope part of a Redis key is unambiguous.
-Every operation maps onto one Redis command, so atomicity and expiry are Redis's own.
+Each key lives at `<prefix><n>:<scope>:<key>`, where n is the scope's length in UTF-8
+bytes (prefix `wasmlet:kv:` unless told otherwise, so a test or a second installation can
+share one Redis). The length makes the name injective whatever bytes scope and key hold:
+without it, the operator's global key `b:cfg` and tenant b's global key `cfg` were both
+`global:b:cfg`. Every operation maps onto one Redis command, so atomicity and expiry are
+Redis's own.
+
+Names written before this layout (`<prefix><scope>:<key>`) are not read: they cannot all
+be decoded (that was the collision), so an upgrade keeps them aside, untouched; an
+operator moves what matters with `SCAN`/`RENAME`, knowing which scope each belongs to.
 
 Connection errors surface as redis-py's exceptions (`redis.exceptions.ConnectionError`,
 `TimeoutError`): the store is unavailable, which is not the same thing as refusing an
@@ -22,6 +28,7 @@ from redis.retry import Retry
 
 from wasmlet.host.kv.base import KvError
 from wasmlet.host.kv.memory import check_ttl
+from wasmlet.host.kv.scopes import global_scope_of, scope_namespace, tenant_fn_prefix
 
 DEFAULT_PREFIX = "wasmlet:kv:"
 _SCAN_COUNT = 1000  # a hint to SCAN: keys examined per round trip
@@ -96,7 +103,7 @@ class RedisKv:
         self._redis = redis.Redis(connection_pool=self._pool)
 
     def _name(self, scope: str, key: str) -> str:
-        return f"{self.prefix}{scope}:{key}"
+        return f"{self.prefix}{len(scope.encode())}:{scope}:{key}"
 
     def _scan(self, scope: str, glob: str) -> set[bytes]:
         """Redis names of the scope whose remainder after `<prefix><scope>:` matches `glob`
@@ -156,6 +163,54 @@ class RedisKv:
         for start in range(0, len(names), _UNLINK_BATCH):
             removed += int(self._redis.unlink(*names[start : start + _UNLINK_BATCH]))
         return removed
+
+    def usage(self, namespace: str) -> tuple[int, int]:
+        """Live keys of the namespace's scopes and their bytes (keys plus values). SCAN
+        walks the whole keyspace whatever MATCH says: this is for an occasional count
+        (host/kv/quota.py), never per write."""
+        globs = [glob_escape(self._name(global_scope_of(namespace), "")) + "*"]
+        prefix = tenant_fn_prefix(namespace)
+        fns = glob_escape(prefix) if prefix is not None else "fn:"
+        globs.append(glob_escape(self.prefix) + "[0-9]*:" + fns + "*")
+        names = {
+            bytes(n)
+            for glob in globs
+            for n in self._redis.scan_iter(match=glob, count=_SCAN_COUNT)
+            if self._namespace_of(bytes(n)) == namespace
+        }
+        keys = size = 0
+        ordered = list(names)
+        for start in range(0, len(ordered), _UNLINK_BATCH):
+            batch = ordered[start : start + _UNLINK_BATCH]
+            pipe = self._redis.pipeline(transaction=False)
+            for name in batch:
+                pipe.strlen(name)
+            for name, length in zip(batch, pipe.execute(), strict=True):
+                if length:  # 0: gone (or expired) since the scan
+                    keys += 1
+                    size += int(length) + len(name) - self._head_length(name)
+        return keys, size
+
+    def _split(self, name: bytes) -> tuple[str, int] | None:
+        """(scope, length of `<prefix><n>:<scope>:`) of a Redis name of this layout."""
+        head = self.prefix.encode()
+        if not name.startswith(head):
+            return None
+        digits, sep, rest = name[len(head) :].partition(b":")
+        if not sep or not digits.isdigit():
+            return None
+        n = int(digits)
+        if rest[n : n + 1] != b":":
+            return None
+        return rest[:n].decode("utf-8", "replace"), len(head) + len(digits) + 1 + n + 1
+
+    def _namespace_of(self, name: bytes) -> str | None:
+        parts = self._split(name)
+        return scope_namespace(parts[0]) if parts else None
+
+    def _head_length(self, name: bytes) -> int:
+        parts = self._split(name)
+        return parts[1] if parts else 0
 
     def close(self) -> None:
         self._pool.disconnect()

@@ -25,11 +25,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from wasmlet.host.kv.base import KvError
 from wasmlet.host.kv.memory import check_ttl, counter_value
+from wasmlet.host.kv.scopes import global_scope_of, tenant_fn_prefix
+from wasmlet.names import SEPARATOR
 from wasmlet.registry.models import KvEntry
 
 _T = KvEntry.__table__
@@ -80,6 +82,16 @@ def glob_to_like(pattern: str) -> str:
 
 def _pk(scope: str, key: str) -> ColumnElement[bool]:
     return and_(_T.c.scope == scope, _T.c.key == key)
+
+
+def _namespace_rows(namespace: str) -> ColumnElement[bool]:
+    """The rows of a namespace's scopes (host/kv/scopes.py)."""
+    own_global = _T.c.scope == global_scope_of(namespace)
+    prefix = tenant_fn_prefix(namespace)
+    if prefix is not None:  # names hold no LIKE wildcard, but escape anyway
+        return or_(own_global, _T.c.scope.like(glob_to_like(prefix) + "%", escape=_LIKE_ESCAPE))
+    operator_fns = and_(_T.c.scope.like("fn:%"), _T.c.scope.not_like(f"%{SEPARATOR}%"))
+    return or_(own_global, operator_fns)
 
 
 def _live(now: float) -> ColumnElement[bool]:
@@ -281,6 +293,16 @@ class SqlKv:
             live = conn.execute(delete(_T).where(_T.c.scope == scope, _live(now))).rowcount
             conn.execute(delete(_T).where(_T.c.scope == scope))
         return live
+
+    def usage(self, namespace: str) -> tuple[int, int]:
+        """Live keys of the namespace's scopes and their bytes (key characters plus value
+        bytes): one pass over the namespace's rows, on the primary key's order."""
+        scopes = _namespace_rows(namespace)
+        total = func.coalesce(func.sum(func.length(_T.c.key) + func.length(_T.c.value)), 0)
+        query = select(func.count(), total).where(scopes, _live(time.time()))
+        with self._engine.connect() as conn:
+            keys, size = conn.execute(query).one()
+        return int(keys), int(size)
 
     def close(self) -> None:
         """Nothing to release: the engine belongs to whoever built it (the app state)."""
