@@ -218,3 +218,27 @@ def test_taking_a_host_away_deletes_its_routes(world: World) -> None:
     # Free again: the operator may route it now, and b may not.
     resp = world.b.post(ROUTES, json={"host": "gone.b2.test", "function": "dump"})
     _refused(resp)
+
+
+def test_the_operator_routes_only_hosts_no_tenant_has(world: World) -> None:
+    deployed(world.operator, "opdump", DUMP, spec={"visibility": "public"})
+    for host in ("shop.test", "x.b.test", "*.test", "*.b.test"):
+        resp = world.operator.post(ROUTES, json={"host": host, "function": "opdump"})
+        assert _refused(resp) == (
+            f"host {host} (or a host it covers) is assigned to a tenant namespace; "
+            "see wasmlet namespace hosts ls"
+        )
+    free = world.operator.post(ROUTES, json={"host": "free.test", "function": "opdump"})
+    assert free.status_code == 201, free.text
+    # The operator may route a tenant's host for the tenant's own function.
+    for_a = world.operator.post(
+        ROUTES, json={"host": "shop.test", "path": "/op", "function": "shopa~dump"}
+    )
+    assert for_a.status_code == 201, for_a.text
+    try:
+        got = httpx.get(f"{world.server.url}/", headers={"Host": "free.test"})
+        assert got.status_code == 200 and _dumped_by(got) is None  # the operator's guest
+        assert "ENV PATH_INFO=/" in got.text
+    finally:
+        world.operator.delete(f"{ROUTES}/{free.json()['id']}")
+        world.operator.delete(f"{ROUTES}/{for_a.json()['id']}")

@@ -50,8 +50,7 @@ class HostOwners:
         """Whether a route of `namespace` may name `host` ("" = any host)."""
         if namespace == DEFAULT_NAMESPACE:
             return not any(intersects(p, host) for p in self.assigned) if host else True
-        if not host:
-            return False
+        # No pattern covers "" (any host): a tenant's routes always name a host.
         return any(covers(p, host) for p in self.by_namespace.get(namespace, ()))
 
 
@@ -60,7 +59,8 @@ def _view(row: NamespaceHost) -> HostView:
 
 
 def owners(s: Session) -> HostOwners:
-    return HostOwners(s.execute(select(NamespaceHost.namespace, NamespaceHost.pattern)).tuples())
+    rows = s.execute(select(NamespaceHost.namespace, NamespaceHost.pattern))
+    return HostOwners((namespace, pattern) for namespace, pattern in rows)
 
 
 class HostStore:
