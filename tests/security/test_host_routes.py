@@ -153,6 +153,10 @@ def test_assignments_are_the_operators_and_never_overlap(world: World) -> None:
     }
     resp = world.b.post(_hosts("shopb"), json={"patterns": ["localhost"]})
     assert resp.status_code == 403
+    resp = world.b.delete(_hosts("shopa"), params={"pattern": "shop.test"})
+    assert resp.status_code == 403
+    with client_with(world.server, mint_key(world.operator, "shopb", ("deploy",))) as deployer:
+        assert deployer.get(_hosts("shopb")).status_code == 403  # scope admin
     # The operator: no API host, nothing that shares a host (or a parent domain) with a's.
     for pattern in ("localhost", "LOCALHOST.", "127.1", "*.0.0.1"):
         resp = world.operator.post(_hosts("shopb"), json={"patterns": [pattern]})
