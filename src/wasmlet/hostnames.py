@@ -14,6 +14,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
+from functools import lru_cache
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _PATTERN_RE = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
@@ -31,6 +32,7 @@ def _ipv4(name: str) -> str | None:
         return None
 
 
+@lru_cache(maxsize=4096)  # per request while host routes exist; few distinct names
 def canonical(name: str) -> str:
     """A host name in the form every comparison uses (see the module docstring)."""
     host = name.strip().lower()

@@ -155,8 +155,8 @@ def test_assignments_are_the_operators_and_never_overlap(world: World) -> None:
     assert resp.status_code == 403
     resp = world.b.delete(_hosts("shopa"), params={"pattern": "shop.test"})
     assert resp.status_code == 403
-    with client_with(world.server, mint_key(world.operator, "shopb", ("deploy",))) as deployer:
-        assert deployer.get(_hosts("shopb")).status_code == 403  # scope admin
+    with client_with(world.server, mint_key(world.operator, "shopb", ("read",))) as reader:
+        assert reader.get(_hosts("shopb")).status_code == 403  # scope admin
     # The operator: no API host, nothing that shares a host (or a parent domain) with a's.
     for pattern in ("localhost", "LOCALHOST.", "127.1", "*.0.0.1"):
         resp = world.operator.post(_hosts("shopb"), json={"patterns": [pattern]})
@@ -246,3 +246,24 @@ def test_the_operator_routes_only_hosts_no_tenant_has(world: World) -> None:
     finally:
         world.operator.delete(f"{ROUTES}/{free.json()['id']}")
         world.operator.delete(f"{ROUTES}/{for_a.json()['id']}")
+
+
+def test_the_operator_clears_a_route_that_keeps_a_host_from_its_owner(world: World) -> None:
+    """A tenant route from before host assignments: the operator finds it named in the
+    refusal, deletes it, and assigns the host."""
+    engine = make_engine(f"sqlite:///{(world.server.data_dir / 'wasmlet.db').resolve()}")
+    store = RouteStore(make_sessionmaker(engine))
+    old = store.add(
+        host="legacy.test", path="/", methods=[], function="shopb~dump", strip_prefix=False
+    )
+    engine.dispose()
+    ChangeSignal(world.server.data_dir).bump()
+    resp = world.operator.post(_hosts("shopa"), json={"patterns": ["legacy.test"]})
+    assert resp.status_code == 409 and f"({old.id})" in resp.text, resp.text
+    assert world.operator.get(f"{ROUTES}/{old.id}").json()["function"] == "shopb~dump"
+    assert world.a.get(f"{ROUTES}/{old.id}").status_code == 404  # tenants: only their own
+    assert world.operator.delete(f"{ROUTES}/{old.id}").status_code == 200
+    resp = world.operator.post(_hosts("shopa"), json={"patterns": ["legacy.test"]})
+    assert resp.status_code == 200, resp.text
+    removed = world.operator.delete(_hosts("shopa"), params={"pattern": "legacy.test"})
+    assert removed.status_code == 200, removed.text
