@@ -183,7 +183,8 @@ def test_a_route_row_that_got_in_anyway_captures_nothing(world: World) -> None:
         ),
         store.add(host="", path="/api", methods=[], function="shopb~dump", strip_prefix=False),
         store.add(host="*.test", path="/", methods=[], function="shopb~dump", strip_prefix=False),
-        # The operator's own row on the API's address, for the API's paths.
+        # The operator's own rows: for any host, and on the API's address, the API's paths.
+        store.add(host="", path="/api/v1", methods=[], function="dump", strip_prefix=False),
         store.add(host="127.0.0.1", path="/api", methods=[], function="dump", strip_prefix=False),
         store.add(
             host="shop.test", path="/checkout", methods=[], function="dump", strip_prefix=False
