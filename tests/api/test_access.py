@@ -144,6 +144,9 @@ def test_namespaces_are_kept_apart(server: ServerProcess) -> None:
     ns_a, ns_b = unique("a")[:20], unique("b")[:20]
     with server.client() as admin:
         key_a, key_b = new_key(admin, ["admin"], ns_a), new_key(admin, ["admin"], ns_b)
+        for ns, host in ((ns_a, "from-a.example"), (ns_b, "from-b.example")):  # hosts to route
+            resp = admin.post(f"/api/v1/namespaces/{ns}/hosts", json={"patterns": [host]})
+            assert resp.status_code == 200, resp.text
     with as_key(server, key_a) as a, as_key(server, key_b) as b:
         grants = ["kv", "kv:global", "http", "call:x"]
         for c, tag in ((a, "from-a"), (b, "from-b")):  # the same name in both namespaces

@@ -8,9 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from wasmlet.api.app import create_app
+from wasmlet.api.openapi import HOT_PATHS
 from wasmlet.api.router import Router, RouteTable, is_reserved, request_host, within
+from wasmlet.config import Settings
 from wasmlet.errors import InvalidRequest
+from wasmlet.hostnames import HostSet
 from wasmlet.registry.changes import ChangeSignal
+from wasmlet.registry.hosts import HostOwners
 from wasmlet.registry.routes import RouteView
 
 _ids = iter(range(1, 10_000))
@@ -217,7 +222,16 @@ def test_overlapping_routes_the_older_one_wins() -> None:
         ("geo.localhost", "geo.localhost"),
         ("geo.localhost.", "geo.localhost"),
         ("127.0.0.1:80", "127.0.0.1"),
-        ("[::1]:8080", "[::1]"),
+        ("[::1]:8080", "::1"),
+        ("[::1]", "::1"),
+        ("[0:0:0:0:0:0:0:1]:80", "::1"),
+        ("LOCALHOST.:8080", "localhost"),
+        ("localhost..", "localhost"),
+        ("127.1", "127.0.0.1"),
+        ("2130706433:8080", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("  Shop.Test  ", "shop.test"),
         ("", ""),
     ],
 )
@@ -232,6 +246,66 @@ def test_reserved_prefixes() -> None:
         assert is_reserved(path), path
     for path in ("/", "/apis", "/geo", "/fnord", "/metricsx"):
         assert not is_reserved(path), path
+
+
+def test_every_path_the_platform_serves_is_reserved(tmp_path: Path) -> None:
+    """RESERVED is the one list of the platform's paths: the app serves nothing outside it."""
+    app = create_app(Settings(data_dir=tmp_path))
+    docs = [r.path for r in app.app.routes if hasattr(r, "path")]  # /docs, /openapi.json...
+    paths = [*docs, *app.app.openapi()["paths"], *HOT_PATHS]
+    app.state.close()
+    assert len(paths) > 20 and "/healthz" in paths
+    for path in paths:
+        assert is_reserved(path.split("{")[0].rstrip("/") or "/"), path
+
+
+PLATFORM = HostSet(["localhost", "127.0.0.1", "::1", "*.api.test"])
+
+
+def test_platform_paths_skip_host_routes_on_the_api_hosts() -> None:
+    table = RouteTable(
+        [
+            route("local", "/", host="localhost"),
+            route("ip", "/api/v1/keys", host="127.0.0.1"),
+            route("sub", "/", host="*.api.test"),
+            route("any", "/"),
+        ],
+        platform=PLATFORM,
+    )
+    for host in ("localhost", "127.0.0.1", "x.api.test"):
+        for path in ("/api/v1/keys", "/fn/x", "/function/invoke", "/healthz", "/docs/x"):
+            assert fn_of(table, path, host=host) is None, (host, path)
+    assert fn_of(table, "/shop", host="localhost") == "local"
+    assert fn_of(table, "/", host="x.api.test") == "sub"
+    # Elsewhere a host's routes own every path; host-less routes never take the platform's.
+    other = RouteTable([route("shop", "/", host="shop.test")], platform=PLATFORM)
+    assert fn_of(other, "/api/v1/keys", host="shop.test") == "shop"
+    assert fn_of(table, "/api/v1/keys", host="elsewhere.test") is None
+
+
+def test_routes_a_namespace_may_not_have_are_left_out() -> None:
+    owners = HostOwners([("a", "shop.test"), ("a", "*.a.test"), ("b", "b.test")])
+    table = RouteTable(
+        [
+            route("a~shop", "/", host="shop.test"),
+            route("a~sub", "/", host="x.a.test"),
+            route("b~steal", "/checkout", host="shop.test"),
+            route("b~any", "/"),
+            route("b~wild", "/", host="*.test"),
+            route("op-on-tenant", "/x", host="b.test"),
+            route("op-wild", "/", host="*.test"),
+            route("op", "/", host="op.example"),
+            route("op-any", "/any"),
+        ],
+        owners=owners,
+    )
+    assert table.size == 4
+    assert fn_of(table, "/checkout", host="shop.test") == "a~shop"
+    assert fn_of(table, "/", host="x.a.test") == "a~sub"
+    assert fn_of(table, "/x", host="b.test") is None
+    assert fn_of(table, "/", host="zzz.test") is None
+    assert fn_of(table, "/", host="op.example") == "op"
+    assert fn_of(table, "/any") == "op-any"
 
 
 def test_router_reloads_when_the_generation_moves(tmp_path: Path) -> None:

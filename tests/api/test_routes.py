@@ -154,7 +154,30 @@ def test_host_less_routes_may_not_claim_reserved_paths(client: httpx.Client, pat
     assert_error(resp, 422, "invalid_request", "host")
 
 
-def test_a_host_route_may_claim_reserved_paths(add_route: AddRoute) -> None:
+@pytest.mark.parametrize(
+    "host", ["localhost", "LocalHost.", "127.0.0.1", "127.1", "2130706433", "*.0.0.1"]
+)
+def test_no_route_claims_reserved_paths_on_an_api_host(client: httpx.Client, host: str) -> None:
+    # The API answers on these hosts (api_hosts): not even the operator may take its paths,
+    # however the host is spelled, nor with a wildcard that covers one.
+    for path in ("/api/v1", "/api/v1/keys", "/fn/hello", "/function/invoke", "/healthz"):
+        resp = client.post(API, json={"host": host, "path": path, "function": "hello"})
+        assert_error(resp, 422, "invalid_request", "API answers on")
+
+
+def test_an_api_host_keeps_its_paths_from_a_host_route(
+    client: httpx.Client, add_route: AddRoute
+) -> None:
+    t = tag()
+    # The operator may route the rest of an API host; the API's own paths stay the API's.
+    route = add_route(host="LOCALHOST", path=f"/mine-{t}", function="echo")
+    assert route["host"] == "localhost"
+    routed = client.get(f"/mine-{t}/x", headers={"Host": "localhost."})
+    assert routed.headers["x-echo-path"] == f"/mine-{t}/x"
+    assert "routes" in client.get(API, headers={"Host": "localhost"}).json()
+
+
+def test_a_host_route_may_claim_reserved_paths_on_other_hosts(add_route: AddRoute) -> None:
     route = add_route(host=f"own-{tag()}.localhost", path="/api/v1", function="hello")
     assert route["path"] == "/api/v1"
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from wasmlet import __version__
-from wasmlet.api import compat, functions, keys, kv, routes, secrets, system
+from wasmlet.api import compat, functions, hosts, keys, kv, routes, secrets, system
 from wasmlet.api.hotpath import HotPath
 from wasmlet.api.openapi import HOT_PATHS
 from wasmlet.api.state import AppState, build_state
@@ -101,6 +101,7 @@ def build_app(state: AppState) -> HotPath:
     api.include_router(kv.router)
     api.include_router(secrets.router)
     api.include_router(keys.router)
+    api.include_router(hosts.router)
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:

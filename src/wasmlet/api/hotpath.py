@@ -23,22 +23,27 @@ import json
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, unquote
+
+from sqlalchemy.orm import sessionmaker
 
 from wasmlet.abi import Invocation, Outcome
 from wasmlet.abi.base import is_json
 from wasmlet.api.access import without_keys
 from wasmlet.api.responses import error_outcome, send_error, send_json, send_outcome
-from wasmlet.api.router import Match, Router, request_host
+from wasmlet.api.router import Match, Router, Snapshot, request_host
 from wasmlet.api.state import AppState
 from wasmlet.deadlines import Deadlines
 from wasmlet.errors import InvalidRequest, NotFound, PayloadTooLarge, WasmletError
+from wasmlet.hostnames import platform_hosts
 from wasmlet.metering import ASGI_LANE, FAST_LANE
 from wasmlet.names import is_valid_name
 from wasmlet.pending import Pending, settled
 from wasmlet.registry.changes import ChangeSignal
-from wasmlet.registry.routes import RouteStore
+from wasmlet.registry.hosts import owners
+from wasmlet.registry.routes import list_routes
 from wasmlet.runtime.pool import VersionRef
 
 Scope = dict[str, Any]
@@ -92,9 +97,10 @@ class HotPath:
         self.limiter = state.limiter
         # Its own ChangeSignal: each instance remembers which generation its owner has seen.
         self.router = Router(
-            RouteStore(state.repo.sessions).list_routes,
+            partial(_load_routes, state.repo.sessions),
             ChangeSignal(state.settings.data_dir),
             state.runtime.executor,
+            platform=platform_hosts(state.settings.api_hosts, state.settings.host),
         )
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
@@ -456,6 +462,13 @@ def _route_target(found: Match) -> Target:
     # A stripped prefix is where the function is mounted; otherwise it sees the root.
     script_name = route.path.rstrip("/") if route.strip_prefix else ""
     return Target(route.function, True, found.path, "route", None, script_name)
+
+
+def _load_routes(sessions: sessionmaker) -> Snapshot:
+    """The routes and the host assignments they are checked against. A write between the
+    two reads bumps the generation again, so the next request reloads both."""
+    with sessions() as s:
+        return Snapshot(list_routes(s), owners(s))
 
 
 def _host(scope: Scope) -> str:

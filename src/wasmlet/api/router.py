@@ -2,15 +2,23 @@
 
 The rules, in the order they are applied:
 
-1. Host routes first. The request's host is the Host header, lower-cased, without its port
-   or a trailing dot. Routes for exactly that host are tried first, then wildcard routes
-   from the most to the least specific (`*.b.example.com`, then `*.example.com`); a
-   wildcard matches any sub-domain but not the bare domain. A host's routes see every path
-   on that host, `/api/...` included: whoever routes a host owns it. When none of them
-   matches the path, the next tier is tried.
-2. Then host-less routes, but never for wasmlet's own paths (RESERVED: `/api`, `/fn`,
-   `/function`, `/healthz`, ...), so a catch-all `/` route cannot take the platform away.
+1. Host routes first. The request's host is the Host header in canonical form
+   (hostnames.py: lower-case, no port, no trailing dot, no IPv6 brackets, IPv4 as a dotted
+   quad). Routes for exactly that host are tried first, then wildcard routes from the most
+   to the least specific (`*.b.example.com`, then `*.example.com`); a wildcard matches any
+   sub-domain but not the bare domain. A host's routes see every path on that host: whoever
+   routes a host owns it, except on the hosts the API answers on (`api_hosts` and the
+   address the server binds), where wasmlet's own paths (RESERVED: `/api`, `/fn`,
+   `/function`, `/healthz`, ...) skip the host routes. When none of them matches the path,
+   the next tier is tried.
+2. Then host-less routes, but never for wasmlet's own paths on any host, so a catch-all
+   `/` route cannot take the platform away.
 3. Then the management app, which answers 404 for anything it does not know.
+
+Creating a route refuses all of this already (api/routes.py); the table applies it again,
+so a route row that got past those checks (an older version, a hand-edited database, a
+host assignment taken away) still cannot capture the platform: the table also leaves out
+every route its namespace may not have for its host (registry/hosts.py).
 
 Within a tier the longest matching path prefix wins. A prefix matches at segment
 boundaries: `/search` matches `/search`, `/search/x` (the query string plays no part) but
@@ -36,12 +44,17 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from wasmlet.errors import InvalidRequest
+from wasmlet.hostnames import HostSet, canonical
+from wasmlet.names import namespace_of
 from wasmlet.registry.changes import ChangeSignal
+from wasmlet.registry.hosts import HostOwners
 from wasmlet.registry.routes import RouteView
 
 log = logging.getLogger(__name__)
 
-# Paths (with everything below them) that host-less routes may neither claim nor match.
+# Every path the platform serves (with everything below it): no route claims or matches
+# them for any host, nor on a host the API answers on. tests/api/test_router.py checks the
+# app serves nothing outside this list.
 RESERVED = ("/api", "/fn", "/function", "/healthz", "/metrics", "/docs", "/redoc", "/openapi.json")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -58,14 +71,16 @@ def is_reserved(path: str) -> bool:
 
 
 def request_host(raw: str) -> str:
-    """A Host header value as routes name hosts: lower-case, no port, no trailing dot."""
-    host = raw.strip().lower()
-    if host.startswith("["):  # an IPv6 literal, maybe with a port after the bracket
-        return host[: host.find("]") + 1] if "]" in host else host
-    name, colon, port = host.rpartition(":")
-    if colon and port.isdigit():
-        host = name
-    return host.rstrip(".")
+    """A Host header value as routes name hosts (hostnames.canonical)."""
+    return canonical(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a route table is built from, read in one transaction."""
+
+    routes: list[RouteView]
+    owners: HostOwners
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +157,27 @@ def _guest_path(route: RouteView, path: str) -> str:
 class RouteTable:
     """An immutable snapshot of the routes, built once per registry change."""
 
-    def __init__(self, routes: Iterable[RouteView] = ()) -> None:
+    def __init__(
+        self,
+        routes: Iterable[RouteView] = (),
+        *,
+        owners: HostOwners | None = None,
+        platform: HostSet | None = None,
+    ) -> None:
         self.exact: dict[str, _Tier] = {}
         self.wildcard: dict[str, _Tier] = {}  # by the domain after "*."
         self.default = _Tier()
+        self.platform = platform or HostSet()
         self.size = 0
+        owners = owners or HostOwners()
         for route in sorted(routes, key=lambda r: r.id):
+            if not owners.may_route(namespace_of(route.function), route.host):
+                log.warning(
+                    "route %d (host %r) is not its namespace's to have: left out",
+                    route.id,
+                    route.host or "(any)",
+                )
+                continue
             self.size += 1
             if not route.host:
                 tier = self.default
@@ -164,6 +194,8 @@ class RouteTable:
         return self.match_host(host, path, method) or self.match_default(path, method)
 
     def match_host(self, host: str, path: str, method: str) -> Match | None:
+        if host in self.platform and is_reserved(path):
+            return None  # the API's own paths on its own hosts
         tier = self.exact.get(host)
         if tier is not None:
             found = tier.find(path, method)
@@ -197,11 +229,14 @@ class Router:
 
     def __init__(
         self,
-        load: Callable[[], list[RouteView]],
+        load: Callable[[], list[RouteView] | Snapshot],
         changes: ChangeSignal,
         executor: Executor | None = None,
+        *,
+        platform: HostSet | None = None,
     ) -> None:
-        self.table = RouteTable()
+        self.platform = platform or HostSet()
+        self.table = RouteTable(platform=self.platform)
         self._load = load
         self._changes = changes
         self._executor = executor
@@ -236,8 +271,12 @@ class Router:
     async def _reload(self) -> None:
         async with self._lock:
             loop = asyncio.get_running_loop()
-            routes = await loop.run_in_executor(self._executor, self._load)
-            self.table = RouteTable(routes)
+            loaded = await loop.run_in_executor(self._executor, self._load)
+            if isinstance(loaded, Snapshot):
+                table = RouteTable(loaded.routes, owners=loaded.owners, platform=self.platform)
+            else:
+                table = RouteTable(loaded, platform=self.platform)
+            self.table = table
 
     async def _reload_logged(self) -> None:
         try:

@@ -4,49 +4,45 @@ Everything a route holds is validated and normalised here, at the edge, so the r
 (api/router.py) can compare plain strings: hosts lower-case, paths decoded and without a
 trailing slash, methods upper-case and sorted. Every change bumps the registry generation,
 which makes every worker process reload its table before its next request.
+
+Who may route what: a route belongs to its function's namespace. A tenant's route names a
+host assigned to the tenant (`wasmlet namespace hosts`, registry/hosts.py); the operator's
+names a host no tenant has, or no host. No route claims wasmlet's own paths (RESERVED) for
+any host or for a host the API answers on (`api_hosts`, the bind address). Refusals say
+what the caller may not do, never which other namespace or route is in the way.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 from urllib.parse import unquote
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
 
 from wasmlet.api.access import caller, own_name, shown, visible
 from wasmlet.api.deps import get_state
 from wasmlet.api.router import METHODS, RESERVED, is_reserved
 from wasmlet.api.state import AppState
 from wasmlet.auth.keys import Principal
-from wasmlet.errors import InvalidRequest, NotFound
-from wasmlet.names import is_valid_name
+from wasmlet.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from wasmlet.hostnames import normalize_pattern, platform_hosts
+from wasmlet.names import DEFAULT_NAMESPACE, is_valid_name, namespace_of
+from wasmlet.registry.hosts import owners
 from wasmlet.registry.routes import RouteStore, RouteView
 
 router = APIRouter(prefix="/api/v1/routes", tags=["routes"])
 State = Annotated[AppState, Depends(get_state)]
 Caller = Annotated[Principal, Depends(caller)]
 
-_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_HOST_RE = re.compile(rf"(\*\.)?{_LABEL}(\.{_LABEL})*")
 _MAX_PATH = 1024
 
 
 def normalize_host(value: str | None) -> str:
-    """Empty (any host), a DNS name, or `*.` and a DNS name; lower-cased."""
-    host = (value or "").strip().lower()
-    if not host:
-        return ""
-    if "://" in host or "/" in host:
-        raise ValueError(f"host {host!r} must be a bare host name, without scheme or path")
-    if ":" in host:
-        raise ValueError(f"host {host!r} must not have a port: routes match any port")
-    if len(host) > 253 or not _HOST_RE.fullmatch(host):
-        raise ValueError(
-            f"host {host!r} is not a DNS name (labels of a-z 0-9 -, optionally after '*.')"
-        )
-    return host
+    """Empty (any host), a DNS name, or `*.` and a DNS name; canonical (hostnames.py)."""
+    host = (value or "").strip()
+    return normalize_pattern(host) if host else ""
 
 
 def normalize_path(value: str) -> str:
@@ -136,9 +132,10 @@ def _store(state: AppState) -> RouteStore:
 
 
 def _own(state: AppState, principal: Principal, route_id: int) -> RouteView:
-    """A route of the caller's namespace; others' routes do not exist for it."""
+    """A route of the caller's namespace; others' routes do not exist for it. The operator
+    reaches any route by id: a host assignment refused for a tenant's route names it."""
     route = _store(state).get(route_id)
-    if not visible(principal, route.function):
+    if not visible(principal, route.function) and not principal.operator:
         raise NotFound(f"route {route_id} not found")
     return route
 
@@ -159,21 +156,44 @@ def list_routes(state: State, principal: Caller) -> RouteList:
     response_model=RouteView,
     status_code=201,
     summary="Add a gateway route",
-    responses={409: {"description": "A route already matches the same requests"}},
+    responses={
+        403: {"description": "The host is not assigned to the route's namespace"},
+        409: {"description": "A route already matches the same requests"},
+    },
 )
 def add_route(state: State, principal: Caller, body: RouteIn) -> RouteView:
     host = body.host or ""
-    if not host and is_reserved(body.path):
+    function = own_name(principal, body.function)
+    namespace = namespace_of(function)
+    platform = platform_hosts(state.settings.api_hosts, state.settings.host)
+    if is_reserved(body.path) and (not host or platform.touches(host)):
         raise InvalidRequest(
-            f"path {body.path} is wasmlet's own ({', '.join(RESERVED)}); "
-            "only a route for a host may claim it"
+            f"path {body.path} is wasmlet's own ({', '.join(RESERVED)}): no route may claim "
+            "it for any host, nor for a host the API answers on"
         )
+
+    def may_route(s: Session) -> None:
+        if owners(s).may_route(namespace, host):
+            return
+        if namespace == DEFAULT_NAMESPACE:
+            # Only the operator gets here; which tenant has the host is theirs to look up.
+            raise Conflict(
+                f"host {host} (or a host it covers) is assigned to a tenant namespace; "
+                "see wasmlet namespace hosts ls"
+            )
+        raise Forbidden(
+            f"host {host} is not assigned to namespace {namespace}"
+            if host
+            else f"a route of namespace {namespace} must name a host assigned to it"
+        )
+
     route = _store(state).add(
         host=host,
         path=body.path,
         methods=body.methods,
-        function=own_name(principal, body.function),
+        function=function,
         strip_prefix=body.strip_prefix,
+        check=may_route,
     )
     state.changes.bump()
     return _shown(route)
@@ -181,7 +201,9 @@ def add_route(state: State, principal: Caller, body: RouteIn) -> RouteView:
 
 @router.get("/{route_id}", response_model=RouteView, summary="Describe a gateway route")
 def get_route(state: State, principal: Caller, route_id: int) -> RouteView:
-    return _shown(_own(state, principal, route_id))
+    route = _own(state, principal, route_id)
+    # The operator sees another namespace's route with its function's full name.
+    return _shown(route) if visible(principal, route.function) else route
 
 
 @router.delete("/{route_id}", response_model=RouteDeleted, summary="Delete a gateway route")

@@ -47,6 +47,7 @@ def main() -> None:
     from wasmlet.cli import (  # noqa: F401
         commands,
         doctor_command,
+        host_commands,
         key_commands,
         kv_commands,
         route_commands,

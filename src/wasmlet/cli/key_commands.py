@@ -19,7 +19,7 @@ from wasmlet.cli.commands import AsJson, Url, _client, _fail, _print_json, _stdo
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-ns_app = typer.Typer(help="Namespace (tenant) quotas.", no_args_is_help=True)
+ns_app = typer.Typer(help="Namespace (tenant) quotas and hosts.", no_args_is_help=True)
 app.add_typer(ns_app, name="namespace")
 
 Scopes = Annotated[

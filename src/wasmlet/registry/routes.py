@@ -10,7 +10,7 @@ the overlap check needs a read before the write, so it runs under a table-wide w
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel
 from sqlalchemy import select, text
@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from wasmlet.errors import Conflict, NotFound
+from wasmlet.names import namespace_of
 from wasmlet.registry.models import Route, utcnow
 from wasmlet.registry.views import UtcDatetime
 
@@ -56,8 +57,9 @@ def _describe(host: str, path: str, methods: str) -> str:
     return f"host {host or '(any)'}, path {path}, methods {methods or '(any)'}"
 
 
-def _lock_routes(s: Session) -> None:
-    """Serialise route writers for the read-check-insert below, on any node.
+def lock_routes(s: Session) -> None:
+    """Serialise route writers for the read-check-insert below, on any node. Host
+    assignments (registry/hosts.py) take the same lock: a route is checked against them.
 
     SQLite: a write statement takes the database-wide RESERVED lock for the transaction.
     PostgreSQL: SHARE ROW EXCLUSIVE conflicts with itself but lets readers through.
@@ -68,13 +70,17 @@ def _lock_routes(s: Session) -> None:
         s.execute(text("LOCK TABLE routes IN SHARE ROW EXCLUSIVE MODE"))
 
 
+def list_routes(s: Session) -> list[RouteView]:
+    return [_view(r) for r in s.scalars(select(Route).order_by(Route.id))]
+
+
 class RouteStore:
     def __init__(self, sessions: sessionmaker) -> None:
         self.sessions = sessions
 
     def list_routes(self) -> list[RouteView]:
         with self.sessions() as s:
-            return [_view(r) for r in s.scalars(select(Route).order_by(Route.id))]
+            return list_routes(s)
 
     def get(self, route_id: int) -> RouteView:
         with self.sessions() as s:
@@ -91,22 +97,30 @@ class RouteStore:
         methods: Iterable[str],
         function: str,
         strip_prefix: bool,
+        check: Callable[[Session], None] | None = None,
     ) -> RouteView:
+        """Store a route. `check` runs under the lock, before anything is read: the
+        caller's rules about who may route which host (api/routes.py)."""
         stored = join_methods(methods)
         wanted = set(stored.split(",")) if stored else set()
         try:
             with self.sessions.begin() as s:
-                _lock_routes(s)
+                lock_routes(s)
+                if check is not None:
+                    check(s)
                 same_place = s.scalars(
                     select(Route).where(Route.host == host, Route.path_prefix == path)
                 )
                 for other in same_place:
                     theirs = set(other.methods.split(",")) if other.methods else set()
                     if theirs == wanted or theirs & wanted:
+                        # Another namespace's route is not named (nor is that it exists
+                        # elsewhere than as a conflict).
+                        same = namespace_of(other.function) == namespace_of(function)
+                        which = f"route {other.id} ({_describe(host, path, other.methods)})"
                         raise Conflict(
-                            f"route {other.id} ({_describe(host, path, other.methods)}) "
-                            f"already matches the requests of "
-                            f"{_describe(host, path, stored)}"
+                            f"{which if same else 'an existing route'} already matches the "
+                            f"requests of {_describe(host, path, stored)}"
                         )
                 route = Route(
                     host=host,
