@@ -72,7 +72,7 @@ def is_key(text: str) -> bool:
 
 
 def _carries_key(name: bytes, value: bytes) -> bool:
-    return name.lower() in _KEY_HEADERS and _KEY_TEXT.search(value) is not None
+    return name in _KEY_HEADERS and _KEY_TEXT.search(value) is not None
 
 
 def without_keys(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
