@@ -134,6 +134,7 @@ def test_the_metrics_port_serves_metrics_and_nothing_else(metrics_server: Server
         deployed(op, "opfn", GCD, visibility="public")
         route = {"path": "/shop", "function": "opfn"}
         assert op.post("/api/v1/routes", json=route).status_code == 201
+        assert op.post("/fn/opfn?args=12,18").json() == {"result": 6}  # loaded, key verified
     metrics_url = f"http://127.0.0.1:{server.extra_env['WASMLET_METRICS_PORT']}"
     with httpx.Client(base_url=metrics_url, timeout=30) as m:
         scraped = m.get("/metrics")  # no key on this listener
@@ -155,6 +156,9 @@ def test_the_metrics_port_serves_metrics_and_nothing_else(metrics_server: Server
         ]
         for resp in refused:
             assert_error(resp, 404, "not_found")
+        for _ in range(3):  # warm now: the HTTP fast lane would take these if it could
+            assert_error(m.post("/fn/opfn?args=12,18"), 404, "not_found")
+            assert_error(m.post("/fn/opfn?args=12,18", headers=auth), 404, "not_found")
     # The main port is as before: /metrics still needs the key there.
     with client_with(server, None) as anon:
         assert_error(anon.get("/metrics"), 401, "unauthorized")
