@@ -174,3 +174,20 @@ def test_serve_has_a_metrics_port_flag() -> None:
         env={"COLUMNS": "200", "PATH": ""},
     ).stdout
     assert "--metrics-port" in out
+
+
+def test_the_metrics_port_with_several_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    port = free_port()
+    env = {"WASMLET_METRICS_PORT": str(port)}
+    data = tmp_path_factory.mktemp("metrics-workers") / "data"
+    with ServerProcess(data, workers=2, env=env) as server:
+        with server.client() as op:
+            deployed(op, "opfn", GCD, visibility="public")
+            for _ in range(4):
+                assert op.post("/fn/opfn?args=12,18").json() == {"result": 6}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as m:
+            assert 'function="opfn"' in m.get("/metrics").text  # both workers' metrics
+            for _ in range(4):  # whichever worker accepts the connection
+                assert_error(m.post("/fn/opfn?args=12,18"), 404, "not_found")
+        with client_with(server, None) as anon:
+            assert_error(anon.get("/metrics"), 401, "unauthorized")
