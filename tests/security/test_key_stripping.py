@@ -200,3 +200,14 @@ def test_no_key_reaches_the_guest(world: World, entry: str, abi: str) -> None:
                 assert value in reply, f"{case}: the function's own {value!r} was stripped"
     with server.client() as op:
         assert _lane_count(op, lane) >= before + requests  # the lane under test served them
+
+
+def test_the_query_string_is_no_place_for_a_key(world: World) -> None:
+    """Keys are read from headers only, so a key a client puts in the query string (which
+    guests do see) opens nothing: there is no query-string credential to strip."""
+    with client_with(world.server, None) as anon:
+        for param in ("api_key", "apikey", "key", "token", "access_token"):
+            query = {param: world.operator}
+            assert anon.get("/api/v1/functions", params=query).status_code == 401
+            private = f"/fn/{world.tenant}~dump-wasi-cgi-private"
+            assert anon.post(private, params={param: world.tenant_key}).status_code == 404
