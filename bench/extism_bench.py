@@ -349,9 +349,10 @@ _COUNTERS = {
 }
 
 
-def wasmlet_metrics(base: str) -> dict[str, float]:
-    """wasmlet's counters for the hello function: did calls run inline, wait, run long?"""
-    text = httpx.get(base + "/metrics", timeout=10).text
+def wasmlet_metrics(base: str, headers: dict[str, str]) -> dict[str, float]:
+    """wasmlet's counters for the hello function: did calls run inline, wait, run long?
+    (/metrics takes the operator's key.)"""
+    text = httpx.get(base + "/metrics", headers=headers, timeout=10).text
     out: dict[str, float] = {}
     for key, name in _COUNTERS.items():
         m = re.search(rf'^{name}\{{function="hello"\}} ([\d.e+]+)$', text, re.M)
@@ -429,14 +430,14 @@ def bench_http(p: dict[str, Any], work: Path, temp_dirs: list[Path]) -> dict[str
             for kind in SERVERS[shift:] + SERVERS[:shift]:
                 server = servers[kind]
                 assert server.proc is not None
-                before = wasmlet_metrics(server.url) if kind == "wasmlet" else {}
+                before = wasmlet_metrics(server.url, server.headers()) if kind == "wasmlet" else {}
                 cpu0 = group_cpu_s(server.proc.pid)
                 res = hey(urls[kind], p["n_run"], 100)
                 cpu = group_cpu_s(server.proc.pid) - cpu0
                 row = {"section": "http", "server": kind, "round": rnd, **res}
                 row["server_cpu_us_per_request"] = round(cpu / p["n_run"] * 1e6, 1)
                 if kind == "wasmlet":
-                    after = wasmlet_metrics(server.url)
+                    after = wasmlet_metrics(server.url, server.headers())
                     row["wasmlet_metrics"] = {k: after[k] - before[k] for k in after}
                 row["loadavg_1m"] = (loadavg() or [None])[0]
                 runs.append(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 
 import uvicorn
@@ -21,6 +22,7 @@ _ENV_KEYS = (
     "database_url",
     "max_header_bytes",
     "header_timeout_ms",
+    "metrics_port",
 )
 
 
@@ -91,6 +93,23 @@ def _prepare_metrics_dir(settings: Settings) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
+def _bind_metrics(settings: Settings) -> socket.socket:
+    """The metrics listener's socket, on the API's host: it answers /metrics without a key,
+    so it is as private as the operator makes that address and port."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.metrics_port or 0))
+    except OSError as exc:
+        sock.close()
+        port = settings.metrics_port
+        print(f"error: cannot listen on metrics_port {port}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(settings: Settings, *, examples: bool = False) -> None:
     from wasmlet.api.state import migrate
 
@@ -108,6 +127,11 @@ def serve(settings: Settings, *, examples: bool = False) -> None:
         from wasmlet.bundled import deploy_examples
 
         deploy_examples(settings)
+    metrics_sock = None
+    if settings.metrics_port is not None:
+        metrics_sock = _bind_metrics(settings)
+        # Port 0 picks a free one: the app must know which port it actually got.
+        settings = settings.model_copy(update={"metrics_port": metrics_sock.getsockname()[1]})
     _export_settings(settings)
     from wasmlet.http_protocol import BoundedHttpToolsProtocol  # reads the exported limits
 
@@ -129,10 +153,14 @@ def serve(settings: Settings, *, examples: bool = False) -> None:
         backlog=4096,
     )
     server = uvicorn.Server(config)
+    # One app serves both listeners; it tells them apart by the local port (api/hotpath.py).
+    extra = [metrics_sock] if metrics_sock is not None else []
     if settings.workers > 1:
         from uvicorn.supervisors import Multiprocess
 
         sock = config.bind_socket()
-        Multiprocess(config, sockets=[sock]).run()
+        Multiprocess(config, sockets=[sock, *extra]).run()
+    elif extra:
+        server.run(sockets=[config.bind_socket(), *extra])
     else:
         server.run()

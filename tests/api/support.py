@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import key_for
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -126,9 +128,16 @@ def blob_path(data_dir: Path, digest: str) -> Path:
     return data_dir / "blobs" / "sha256" / hexd[:2] / hexd
 
 
+def operator_key(client: httpx.Client) -> str:
+    """The operator's admin key of the test server `client` talks to."""
+    return key_for(str(client.base_url))
+
+
 def metric_samples(client: httpx.Client, name: str) -> list[tuple[dict[str, str], float]]:
-    """Samples of one Prometheus metric family (counter samples carry a `_total` name)."""
-    resp = client.get("/metrics")
+    """Samples of one Prometheus metric family (counter samples carry a `_total` name).
+    Scraped with the operator's key, whoever `client` is: /metrics names every tenant's
+    functions, so only the operator's keys (the `metrics` scope of `default`) may read it."""
+    resp = client.get("/metrics", headers={"Authorization": f"Bearer {operator_key(client)}"})
     assert resp.status_code == 200, resp.text
     out = []
     for family in text_string_to_metric_families(resp.text):

@@ -3,12 +3,17 @@ namespaces kept apart, quotas applied. Used by the raw hot path (api/hotpath.py)
 sees every request first; the management routes read the caller from the request state.
 
 Rules:
-- `/healthz`, `/metrics`, `/docs`, `/redoc`, `/openapi.json` need no key.
-- Keys: `Authorization: Bearer <token>` or `X-API-Key: <token>`.
+- `/docs`, `/redoc`, `/openapi.json` need no key. `/healthz` needs none either but says
+  only that the node is up unless the operator asks. `/metrics` names every tenant's
+  functions: it needs the `metrics` scope of a `default`-namespace key (an operator admin
+  key has it), or the separate listener of `metrics_port`.
+- Keys: `Authorization: Bearer <token>` or `X-API-Key: <token>`; never the query string.
+  Whatever carries a key is removed before a guest sees the request (`without_keys`).
 - `/api/v1/keys`, `/api/v1/namespaces`: scope `admin`; other management requests
   (`/api/...`, the WasmEngine `/function/...` API): `read` for GET/HEAD, `deploy` otherwise.
 - Invocations: a `public` function needs no key; a `private` one a key with scope `invoke`
-  of the function's namespace. 401 without a (valid) key, 403 with one that may not.
+  of the function's namespace. A caller that may not invoke it (no key, a key of another
+  namespace) gets exactly the 404 a missing function gets: no existence oracle.
 - Names a caller gives are qualified with the caller's namespace (names.py); a qualified
   name (`ns~name`) of another namespace is refused, except for the operator (an admin key
   of the `default` namespace).
@@ -17,6 +22,8 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from typing import Any
 
 from fastapi import Request
@@ -40,12 +47,19 @@ ADMIN_PREFIXES = ("/api/v1/keys", "/api/v1/namespaces")
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
 
+# Header names the platform reads a key from (ASGI and the fast lane lower-case names).
+_KEY_HEADERS = frozenset((b"authorization", b"x-api-key"))
+# A wasmlet key anywhere in a value, however it is spelled around it (`bearer`, extra
+# spaces or tabs, a list of credentials): `wl_<12 hex>_`, the shape tokens.parse accepts.
+_KEY_TEXT = re.compile(rb"wl_[0-9a-f]{12}_", re.IGNORECASE)
+
+
 def _token(scope: dict[str, Any]) -> str | None:
     """A wasmlet key the request carries. Other credentials (a bearer token meant for the
     function itself) are not ours: they pass through to the guest untouched."""
     for key, value in scope["headers"]:
         if key == b"authorization":
-            kind, _, token = value.decode("latin-1").partition(" ")
+            kind, _, token = value.decode("latin-1").strip().partition(" ")
             if kind.lower() == "bearer" and is_key(token):
                 return token.strip()
         elif key == b"x-api-key" and is_key(value.decode("latin-1")):
@@ -58,15 +72,26 @@ def is_key(text: str) -> bool:
 
 
 def without_keys(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Request headers minus wasmlet keys: a guest never sees the caller's API key."""
-    return [
-        (k, v)
-        for k, v in headers
-        if not (
-            (k == b"authorization" and is_key(v.decode("latin-1").partition(" ")[2]))
-            or (k == b"x-api-key" and is_key(v.decode("latin-1")))
-        )
-    ]
+    """Request headers minus every one that carries a wasmlet key, valid or not, whether
+    or not it authenticated this request: a guest (public ones, routes' included) never
+    sees a platform credential. A function's own Authorization values pass. The common
+    case, no key at all, returns the list itself (this runs on every invocation)."""
+    for name, value in headers:
+        if name in _KEY_HEADERS and _KEY_TEXT.search(value):
+            return [(k, v) for k, v in headers if not (k in _KEY_HEADERS and _KEY_TEXT.search(v))]
+    return headers
+
+
+def unknown_function(name: str) -> NotFound:
+    """The one answer for a function a caller cannot invoke, whether it is missing or
+    private to a namespace the caller has no invoke key of. A 401/403 for the private one
+    would tell anyone which names exist in another tenant; 404 for both (rather than 401
+    for both) keeps the plain answer for a mistyped public name, and the message says what
+    a private function needs."""
+    return NotFound(
+        f"function {name!r} not found (a private function answers only to an API key "
+        "of its namespace with the 'invoke' scope)"
+    )
 
 
 class Access:
@@ -104,12 +129,22 @@ class Access:
 
     async def management(self, scope: dict[str, Any]) -> None:
         """Authenticate and authorise a request the management app will answer."""
+        if scope["path"] == "/healthz":
+            return await self.health(scope)
         await settled(lambda: self._management(scope))
+
+    async def health(self, scope: dict[str, Any]) -> None:
+        """/healthz: a key is optional (probes send none); a valid one is remembered for
+        the details only the operator gets, an invalid one is ignored."""
+        with contextlib.suppress(Unauthorized):
+            await settled(lambda: self.principal(scope))
 
     def _management(self, scope: dict[str, Any]) -> None:
         path: str = scope["path"]
+        if path == "/metrics":
+            return self._metrics(scope)
         if not path.startswith(("/api/", "/function/")) or scope["method"] == "OPTIONS":
-            return  # docs, health, metrics, CORS preflights, or nothing (a plain 404)
+            return  # docs, health, CORS preflights, or nothing (a plain 404)
         principal = self.principal(scope)
         if principal is None:
             raise Unauthorized(
@@ -124,6 +159,17 @@ class Access:
             raise Forbidden(f"this key lacks the {need!r} scope")
         self._fresh_quotas()
         self.limiter.admit(principal.namespace, self.limiter.quota(principal.namespace))
+
+    def _metrics(self, scope: dict[str, Any]) -> None:
+        # Metric labels name every tenant's functions: the operator's keys only.
+        principal = self.principal(scope)
+        if principal is None:
+            raise Unauthorized(
+                "/metrics needs an API key with the 'metrics' scope of the 'default' "
+                "namespace (or the metrics_port listener)"
+            )
+        if not principal.scrapes_metrics:
+            raise Forbidden("this key lacks the 'metrics' scope of the 'default' namespace")
 
     # -- invocations ---------------------------------------------------------------------------
 
@@ -144,11 +190,9 @@ class Access:
             principal = scope.get("state", {}).get("principal")
             if principal is None:
                 principal = self.principal(scope)
-            if principal is None:
-                raise Unauthorized(f"function {name!r} is private: an API key is required")
-            if principal.namespace != namespace and not principal.operator:
-                raise Forbidden(f"this key belongs to another namespace than {name!r}")
-            if not principal.allows("invoke"):
+            if principal is None or (principal.namespace != namespace and not principal.operator):
+                raise unknown_function(name)  # as if missing: no existence oracle
+            if not principal.allows("invoke"):  # its own namespace's: it may know the name
                 raise Forbidden("this key lacks the 'invoke' scope")
         self._fresh_quotas()
         quota = self.limiter.quota(namespace)

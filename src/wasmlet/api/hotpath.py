@@ -31,7 +31,7 @@ from sqlalchemy.orm import sessionmaker
 
 from wasmlet.abi import Invocation, Outcome
 from wasmlet.abi.base import is_json
-from wasmlet.api.access import without_keys
+from wasmlet.api.access import unknown_function, without_keys
 from wasmlet.api.responses import error_outcome, send_error, send_json, send_outcome
 from wasmlet.api.router import Match, Router, Snapshot, request_host
 from wasmlet.api.state import AppState
@@ -95,6 +95,8 @@ class HotPath:
         self.deadlines = BodyDeadlines(state.settings.body_timeout_ms)
         self.access = state.access
         self.limiter = state.limiter
+        # The metrics listener (server.py): same app, its own port, /metrics without a key.
+        self.metrics_port = state.settings.metrics_port
         # Its own ChangeSignal: each instance remembers which generation its owner has seen.
         self.router = Router(
             partial(_load_routes, state.repo.sessions),
@@ -105,6 +107,8 @@ class HotPath:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         kind = scope["type"]
+        if kind == "http" and self.metrics_port is not None and self._on_metrics_port(scope):
+            return await self._metrics_listener(scope, receive, send)
         if kind == "http":
             if _has_body(scope):  # every route's body, the management app's uploads too
                 body = self.deadlines.reader(receive, send)
@@ -127,6 +131,17 @@ class HotPath:
         elif kind == "lifespan":
             receive = self._loading_routes(receive)
         await self.app(scope, receive, send)
+
+    def _on_metrics_port(self, scope: Scope) -> bool:
+        server = scope.get("server")
+        return server is not None and server[1] == self.metrics_port
+
+    async def _metrics_listener(self, scope: Scope, receive: Any, send: Any) -> None:
+        """The metrics port serves the scrape and the health probe, nothing else: no
+        invocation, route or management request, with or without a key."""
+        if scope["path"] in ("/metrics", "/healthz") and scope["method"] == "GET":
+            return await self.app(scope, receive, send)
+        await send_error(send, NotFound("the metrics port serves only /metrics and /healthz"))
 
     def _loading_routes(self, receive: Any) -> Any:
         """Load the route table when the server starts, before it reports ready."""
@@ -182,7 +197,10 @@ class HotPath:
         access = self.access
         if not qualified:
             name = access.invocation_name(scope, name)
-        ref = self.invoker.resolve_now(name)
+        try:
+            ref = self.invoker.resolve_now(name)
+        except NotFound:
+            raise unknown_function(name) from None  # what a refused private call gets
         public = ref.spec.visibility == "public"
         namespace, quota = access.admit_invocation(scope, name, public)
         return Admitted(ref, namespace, self.limiter.enter(namespace, quota))
@@ -249,6 +267,8 @@ class HotPath:
         """
         if self.router.pending() is not None:
             return None
+        if self.metrics_port is not None and self._on_metrics_port(scope):
+            return None  # the ASGI path answers the metrics listener
         try:
             target = self._target(scope)
             if target is None or target is _COMPAT:
@@ -303,10 +323,9 @@ class HotPath:
                 raise PayloadTooLarge(f"upload exceeds the {limit}-byte limit")
 
     def _invocation(self, scope: Scope, body: bytes, target: Target) -> Invocation:
-        headers = scope["headers"]
-        state = scope.get("state")
-        if state and "principal" in state:  # the caller sent a wasmlet key: not for the guest
-            headers = without_keys(headers)
+        # Every request, keyed or not: a key sent to a public function or a route, or one
+        # spelled so that it did not authenticate, is still not the guest's to see.
+        headers = without_keys(scope["headers"])
         server = scope.get("server") or ("localhost", 80)
         client = scope.get("client") or ("", 0)
         host = next((v.decode("latin-1") for k, v in headers if k == b"host"), server[0])
@@ -481,5 +500,5 @@ def _host(scope: Scope) -> str:
 def _name(raw: str) -> str:
     name = unquote(raw) if "%" in raw else raw
     if not is_valid_name(name):
-        raise NotFound(f"function {name!r} not found")
+        raise unknown_function(name)
     return name

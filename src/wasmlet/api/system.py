@@ -22,8 +22,10 @@ State = Annotated[AppState, Depends(get_state)]
 
 class Health(BaseModel):
     status: str
-    version: str
-    functions: int
+    # Only for a key that may read /metrics: without one, a probe learns that the node is
+    # up and nothing about its software or tenants.
+    version: str | None = None
+    functions: int | None = None
 
 
 class BlobOut(BaseModel):
@@ -31,12 +33,24 @@ class BlobOut(BaseModel):
     size: int
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness and readiness")
-def healthz(state: State) -> Health:
+@router.get(
+    "/healthz",
+    response_model=Health,
+    response_model_exclude_none=True,
+    summary="Liveness and readiness (details for the operator's keys)",
+)
+def healthz(state: State, request: Request) -> Health:
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None or not principal.scrapes_metrics:
+        return Health(status="ok")
     return Health(status="ok", version=__version__, functions=len(state.repo.list_functions()))
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (a 'metrics' key of the default namespace, or metrics_port)",
+    response_class=Response,
+)
 def metrics(state: State) -> Response:
     state.meter.flush()
     registry = REGISTRY

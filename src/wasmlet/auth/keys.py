@@ -1,9 +1,11 @@
 """API keys in the database, and the process's cache of keys it has verified.
 
 Scopes: `read` (list and inspect), `deploy` (change functions, routes, KV, secrets),
-`invoke` (call private functions), `admin` (everything, and keys). A key acts only inside
-its namespace; an `admin` key of the `default` namespace (the operator's) may also create
-and revoke keys of other namespaces, which is how tenants are made.
+`invoke` (call private functions), `metrics` (scrape /metrics, which names every tenant's
+functions: only keys of the `default` namespace may hold it), `admin` (everything, and
+keys; `metrics` only in `default`). A key acts only inside its namespace; an `admin` key
+of the `default` namespace (the operator's) may also create and revoke keys of other
+namespaces, which is how tenants are made.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from wasmlet.registry.changes import ChangeSignal
 from wasmlet.registry.models import ApiKey, utcnow
 from wasmlet.registry.views import UtcDatetime
 
-SCOPES = ("admin", "deploy", "invoke", "read")
+SCOPES = ("admin", "deploy", "invoke", "metrics", "read")
+OPERATOR_SCOPES = frozenset({"metrics"})  # only for keys of the default namespace
 ADMIN_KEY_FILE = "admin.key"
 
 
@@ -39,6 +42,11 @@ class Principal:
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
+
+    @property
+    def scrapes_metrics(self) -> bool:
+        """May read /metrics: every tenant's function names, so the operator's keys only."""
+        return self.namespace == DEFAULT_NAMESPACE and self.allows("metrics")
 
     @property
     def operator(self) -> bool:
@@ -100,6 +108,11 @@ class KeyStore:
         """A new key; the token is returned here and never again."""
         check_namespace(namespace)
         scopes = check_scopes(scopes)
+        if namespace != DEFAULT_NAMESPACE and OPERATOR_SCOPES.intersection(scopes):
+            raise InvalidRequest(
+                f"scope {sorted(OPERATOR_SCOPES.intersection(scopes))[0]!r} is only for "
+                f"keys of the {DEFAULT_NAMESPACE!r} namespace"
+            )
         token = tokens.new_token()
         row = ApiKey(
             key_id=token.key_id,

@@ -31,13 +31,25 @@ def serve(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [default: 1]")] = None,
     examples: Annotated[bool, typer.Option(help="Deploy the bundled example functions")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve /metrics without a key on this port too (same host; keep it private)"
+        ),
+    ] = None,
 ) -> None:
     """Start the server."""
     from wasmlet.config import load_settings
     from wasmlet.server import serve as run
 
     run(
-        load_settings(host=host, port=port, data_dir=data_dir, workers=workers),
+        load_settings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            workers=workers,
+            metrics_port=metrics_port,
+        ),
         examples=examples,
     )
 

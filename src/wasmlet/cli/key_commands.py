@@ -24,7 +24,7 @@ app.add_typer(ns_app, name="namespace")
 
 Scopes = Annotated[
     list[str],
-    typer.Option("--scope", help="admin, deploy, invoke or read; repeatable"),
+    typer.Option("--scope", help="admin, deploy, invoke, read, metrics (default only); repeatable"),
 ]
 
 
