@@ -73,6 +73,7 @@ def build_state(settings: Settings) -> AppState:
     sessions = make_sessionmaker(engine)
     keys = KeyStore(sessions, settings.data_dir)
     limiter = Limiter(settings, sessions)
+    services.egress_allow = lambda namespace: limiter.quota(namespace).egress_allow
     deployer.check_quota = deploy_check(limiter, repo.namespace_usage)
     access = Access(keys, limiter, runtime.executor)
     return AppState(

@@ -37,6 +37,8 @@ class HostServices:
     kv_persistent: KvStore
     secrets: SecretSource | None = None
     call: FunctionCaller | None = None  # set by the invoker of this process
+    # namespace -> its egress allow list, None for the node's (set from the quotas)
+    egress_allow: Callable[[str], tuple[str, ...] | None] | None = None
 
     def drop_function(self, name: str) -> None:
         """A function was deleted: its own keys and secrets go with it."""

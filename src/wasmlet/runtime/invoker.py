@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +19,7 @@ from wasmlet.abi import ABIS, Invocation, Outcome, get_abi
 from wasmlet.config import Settings
 from wasmlet.errors import NotFound, Overloaded, Timeout, WasmletError
 from wasmlet.host.context import HostContext, HostError
-from wasmlet.host.secrets import redact
+from wasmlet.host.secrets import redact, redact_all
 from wasmlet.host.services import HostServices
 from wasmlet.metering import CACHE_EVENTS, OFFLOADS, OVERLOADS, POOL_WAITS, Meter
 from wasmlet.pending import Pending
@@ -301,10 +302,12 @@ class Invoker:
             self._redact(ref.name, exc)
             self._record(ref, inv, started, report, exc.status, exc)
             raise exc
-        log.exception("invocation of %s failed inside the host", ref.name)
-        error = WasmletError(f"internal error: {exc.__class__.__name__}: {exc}")
+        secrets = self._secrets_of(ref.name)
+        trace = "".join(traceback.format_exception(exc))
+        log.error("invocation of %s failed inside the host\n%s", ref.name, redact(trace, secrets))
+        error = WasmletError(redact(f"internal error: {exc.__class__.__name__}: {exc}", secrets))
         self._record(ref, inv, started, report, error.status, error)
-        raise error from exc
+        raise error from None
 
     def _run_inline(self, entry: Entry, inv: Invocation, report: CallReport) -> Outcome | None:
         """Run on the event loop thread; None means "overran its fuel cap, replay off-loop"."""
@@ -410,11 +413,18 @@ class Invoker:
         status: int,
         exc: WasmletError | None,
     ) -> None:
+        """Every invocation record is written through here, so every text in it (error
+        message, logs, each outbound request's host, address and error) is redacted of the
+        function's secrets in this one place."""
         logs = report.logs.decode("utf-8", "replace") if report.logs else ""
-        if logs:
+        message = exc.message if exc else None
+        http_calls = report.http_calls
+        if logs or message or http_calls:
             secrets = self._secrets_of(ref.name)
             if secrets:
                 logs = redact(logs, secrets)
+                message = redact(message, secrets) if message else message
+                http_calls = redact_all(http_calls, secrets) if http_calls else http_calls
         self.meter.record(
             ref.name,
             ref.digest,
@@ -422,11 +432,11 @@ class Invoker:
             report.duration_us / 1e6,
             status,
             exc.code if exc else None,
-            exc.message if exc else None,
+            message,
             report.peak_memory,
             report.fuel_used,
             report.instantiated,
             inv.via,
             logs,
-            report.http_calls,
+            http_calls,
         )
