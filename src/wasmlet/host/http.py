@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -149,22 +149,33 @@ def _pinned(
     body: bytes,
 ) -> tuple[httpx.Request, str]:
     """A request for `url` that connects to the address the policy checked, with the
-    Host header and TLS server name (SNI and certificate check) still the URL's name."""
-    target = httpx.URL(url)
-    host = target.host
-    port = target.port or (443 if target.scheme == "https" else 80)
-    address = str(policy.pick(host, port))
+    Host header and TLS server name (SNI and certificate check) still the URL's name.
+    The URL is split here, not by httpx, so every spelling the system resolver accepts
+    (`0177.0.0.1`, `127.1`, ...) is checked as the address it stands for."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise HostError(f"HTTP request to {url}: invalid port") from None
+    address = policy.pick(host, port)
+    userinfo = parts.netloc.rpartition("@")[0]
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{userinfo}@{literal}:{port}" if userinfo else f"{literal}:{port}"
     sent = dict(headers)
     if not any(k.lower() == "host" for k in sent):
-        sent["Host"] = target.netloc.decode("ascii")
-    request = client.build_request(
-        method,
-        target.copy_with(host=address),
-        headers=sent,
-        content=body or None,
-        extensions={"sni_hostname": host},
-    )
-    return request, address
+        sent["Host"] = parts.netloc.rpartition("@")[2]
+    try:
+        request = client.build_request(
+            method,
+            urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")),
+            headers=sent,
+            content=body or None,
+            extensions={"sni_hostname": host},
+        )
+    except httpx.InvalidURL as exc:
+        raise HostError(f"HTTP request to {url}: invalid URL ({exc})") from None
+    return request, str(address)
 
 
 def _follow(
@@ -189,7 +200,7 @@ def _follow(
             if follow_redirects and resp.is_redirect and location:
                 # Joined to the URL the guest named, not the pinned address, so the next
                 # hop is checked (and resolved) on its own.
-                url = str(httpx.URL(url).join(location))
+                url = urljoin(url, location)
                 if resp.status_code in (301, 302, 303):
                     method, body = "GET", b""
                 continue
