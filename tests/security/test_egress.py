@@ -29,7 +29,9 @@ GEO = EXAMPLES / "geo" / "geo.wasm"
 # A name no DNS knows, resolved to loopback by the operator's table: a public-looking name
 # that lands on 127.0.0.1 (as a rebinding DNS server would make it).
 PUBLIC_NAME = "api.public-looking.test"
-HOSTS = {"WASMLET_EGRESS_HOSTS": f"{PUBLIC_NAME}=127.0.0.1"}
+# A name with two addresses, the second one refused where only 127.0.0.1 is allowed.
+SPLIT_NAME = "split.test"
+HOSTS = {"WASMLET_EGRESS_HOSTS": f"{PUBLIC_NAME}=127.0.0.1,{SPLIT_NAME}=127.0.0.1|127.0.0.2"}
 
 # Every way of writing the IPv4 loopback upstream's address in a URL.
 V4_SPELLINGS = [
@@ -55,9 +57,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def proxy() -> Iterator[Upstream]:
+    """A proxy named in the open server's environment: no guest request may go through it
+    (it would stand between the checked address and the connection)."""
+    with upstream("127.0.0.1") as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def open_server(
+    tmp_path_factory: pytest.TempPathFactory, proxy: Upstream
+) -> Iterator[ServerProcess]:
     """A node whose operator allows loopback."""
     env = {**HOSTS, "WASMLET_EGRESS_ALLOW": "127.0.0.0/8,::1"}
+    env.update({"HTTP_PROXY": proxy.url("/"), "http_proxy": proxy.url("/")})
     with ServerProcess(tmp_path_factory.mktemp("egress-open") / "data", env=env) as proc:
         yield proc
 
@@ -158,10 +171,13 @@ def test_a_public_looking_name_that_resolves_to_loopback_is_refused(
 
 @pytest.mark.parametrize("spelling", V4_SPELLINGS)
 def test_the_operator_allows_loopback_for_the_node(
-    open_server: ServerProcess, open_fetch: str, v4: Upstream, spelling: str
+    open_server: ServerProcess, open_fetch: str, v4: Upstream, proxy: Upstream, spelling: str
 ) -> None:
+    before = len(v4.seen)
     with open_server.client() as client:
         reached(client, open_fetch, v4.url(host=spelling))
+    assert len(v4.seen) == before + 1
+    assert proxy.seen == []  # straight to the checked address
 
 
 def test_allowed_loopback_still_excludes_unspecified(
@@ -173,13 +189,14 @@ def test_allowed_loopback_still_excludes_unspecified(
 
 
 def test_the_connection_goes_to_the_checked_address_under_the_name(
-    open_server: ServerProcess, open_fetch: str, v4: Upstream
+    open_server: ServerProcess, open_fetch: str, v4: Upstream, proxy: Upstream
 ) -> None:
     """No DNS resolves PUBLIC_NAME: reaching the upstream proves the request connected to
     the address the policy checked, and the upstream still sees the name as Host."""
     with open_server.client() as client:
         reached(client, open_fetch, v4.url(host=PUBLIC_NAME))
     assert v4.seen[-1] == (f"{PUBLIC_NAME}:{v4.port}", "/hello")
+    assert proxy.seen == []
 
 
 def test_the_platforms_own_listener_is_refused_even_with_loopback_allowed(
@@ -208,6 +225,36 @@ def test_a_namespace_override_allows_loopback_for_that_tenant_only(
         a_fetch, b_fetch = fetcher(a), fetcher(b)
         reached(a, a_fetch, v4.url())
         assert_denied(b, b_fetch, v4.url(), "loopback")
+
+
+def test_a_namespace_may_be_allowed_a_name_rather_than_an_address(
+    server: ServerProcess, v4: Upstream
+) -> None:
+    with server.client() as operator:
+        resp = operator.put(
+            "/api/v1/namespaces/egress-n/quota", json={"egress_allow": ["localhost"]}
+        )
+        assert resp.status_code == 200, resp.text
+        key = mint_key(operator, "egress-n")
+    with client_with(server, key) as tenant:
+        name = fetcher(tenant)
+        reached(tenant, name, v4.url(host="localhost"))
+        assert_denied(tenant, name, v4.url(), "loopback")  # the address itself is not
+
+
+def test_every_address_of_a_name_must_pass(server: ServerProcess, v4: Upstream) -> None:
+    """SPLIT_NAME stands for 127.0.0.1 (allowed to this tenant) and 127.0.0.2 (not)."""
+    with server.client() as operator:
+        resp = operator.put(
+            "/api/v1/namespaces/egress-s/quota", json={"egress_allow": ["127.0.0.1/32"]}
+        )
+        assert resp.status_code == 200, resp.text
+        key = mint_key(operator, "egress-s")
+    before = len(v4.seen)
+    with client_with(server, key) as tenant:
+        name = fetcher(tenant)
+        assert_denied(tenant, name, v4.url(host=SPLIT_NAME), "127.0.0.2")
+    assert len(v4.seen) == before
 
 
 def test_a_redirect_to_a_denied_address_is_refused_at_the_hop(

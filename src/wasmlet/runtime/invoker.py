@@ -299,14 +299,12 @@ class Invoker:
         """Record a failed call and raise its error (a host-side bug becomes a 500
         contained to this call, its trace logged)."""
         if isinstance(exc, WasmletError):
-            self._redact(ref.name, exc)
-            self._record(ref, inv, started, report, exc.status, exc)
+            self._record(ref, inv, started, report, exc.status, exc)  # redacts exc
             raise exc
-        secrets = self._secrets_of(ref.name)
-        trace = "".join(traceback.format_exception(exc))
-        log.error("invocation of %s failed inside the host\n%s", ref.name, redact(trace, secrets))
-        error = WasmletError(redact(f"internal error: {exc.__class__.__name__}: {exc}", secrets))
-        self._record(ref, inv, started, report, error.status, error)
+        trace = redact("".join(traceback.format_exception(exc)), self._secrets_of(ref.name))
+        log.error("invocation of %s failed inside the host\n%s", ref.name, trace)
+        error = WasmletError(f"internal error: {exc.__class__.__name__}: {exc}")
+        self._record(ref, inv, started, report, error.status, error)  # redacts error
         raise error from None
 
     def _run_inline(self, entry: Entry, inv: Invocation, report: CallReport) -> Outcome | None:
@@ -378,8 +376,7 @@ class Invoker:
         try:
             outcome = entry.pool.execute(inv, report, timeout_ms, offloaded=True)
         except WasmletError as exc:
-            self._redact(name, exc)
-            self._record(ref, inv, started, report, exc.status, exc)
+            self._record(ref, inv, started, report, exc.status, exc)  # redacts exc
             raise HostError(f"call to {name!r} failed: {exc.code}: {exc.message}") from None
         self._record(ref, inv, started, report, outcome.status, None)
         if outcome.status >= 400:
@@ -397,13 +394,6 @@ class Invoker:
         except Exception:  # an undecryptable secret cannot leak either
             return []
 
-    def _redact(self, name: str, exc: WasmletError) -> None:
-        """A guest's error message may quote one of its secrets: never pass it on."""
-        secrets = self._secrets_of(name)
-        if secrets:
-            exc.message = redact(exc.message, secrets)
-            exc.args = (exc.message,)
-
     def _record(
         self,
         ref: VersionRef,
@@ -415,15 +405,17 @@ class Invoker:
     ) -> None:
         """Every invocation record is written through here, so every text in it (error
         message, logs, each outbound request's host, address and error) is redacted of the
-        function's secrets in this one place."""
+        function's secrets in this one place. The error is redacted in place: it is what
+        the caller is answered next (a guest's message may quote its secrets)."""
         logs = report.logs.decode("utf-8", "replace") if report.logs else ""
-        message = exc.message if exc else None
         http_calls = report.http_calls
-        if logs or message or http_calls:
+        if logs or exc is not None or http_calls:
             secrets = self._secrets_of(ref.name)
             if secrets:
                 logs = redact(logs, secrets)
-                message = redact(message, secrets) if message else message
+                if exc is not None:
+                    exc.message = redact(exc.message, secrets)
+                    exc.args = (exc.message,)
                 http_calls = redact_all(http_calls, secrets) if http_calls else http_calls
         self.meter.record(
             ref.name,
@@ -432,7 +424,7 @@ class Invoker:
             report.duration_us / 1e6,
             status,
             exc.code if exc else None,
-            message,
+            exc.message if exc else None,
             report.peak_memory,
             report.fuel_used,
             report.instantiated,
