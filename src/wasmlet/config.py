@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     # private or this node's own addresses, unless listed here: comma-separated CIDRs and
     # host names, e.g. `127.0.0.0/8,::1`. A namespace's quota may override it.
     egress_allow: Annotated[list[str], NoDecode] = []
+    # Names resolved without DNS for guests' outbound HTTP, `name=address[|address]`
+    # (like curl's --resolve); the policy still checks the addresses.
+    egress_hosts: Annotated[list[str], NoDecode] = []
     # /metrics on a listener of its own (no key needed there, bind it privately); unset:
     # /metrics on the main port, for keys with the `metrics` scope.
     metrics_port: int | None = Field(None, ge=0, le=65535)
@@ -134,7 +137,7 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(64 * 1024, ge=1024)
     header_timeout_ms: int = Field(10_000, ge=100)
 
-    @field_validator("api_hosts", "egress_allow", mode="before")
+    @field_validator("api_hosts", "egress_allow", "egress_hosts", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
         """`a,b,c` from the environment or a flag; a list from TOML or code."""

@@ -25,6 +25,7 @@ import wasmtime
 from tests.runtime.support import EXAMPLES, FIXTURES, held, make_pool, run, wasm_bytes
 from wasmlet.abi import get_abi
 from wasmlet.errors import GuestError, GuestTrap, InvalidRequest, NotFound, Timeout
+from wasmlet.host.services import build_services
 from wasmlet.runtime.module_info import describe
 from wasmlet.runtime.pool import CallReport
 from wasmlet.spec import FunctionSpec
@@ -55,7 +56,12 @@ def live_stores() -> int:
 def plugin(rt, source: Path, **spec: Any):
     """A pool for an Extism plugin under a function name of its own (vars are per name)."""
     spec.setdefault("name", f"x-{uuid.uuid4().hex[:8]}")
-    return make_pool(rt, source, abi="extism", **spec)
+    pool = make_pool(rt, source, abi="extism", **spec)
+    if "allowed_hosts" in spec:  # these talk to a loopback upstream: the operator allows it
+        pool.services = build_services(
+            rt.settings.model_copy(update={"egress_allow": ["127.0.0.0/8", "::1"]})
+        )
+    return pool
 
 
 def call(pool, body: bytes = b"", export: str | None = None, report: CallReport | None = None):

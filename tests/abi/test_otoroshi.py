@@ -42,7 +42,9 @@ ALL_GRANTS = ["http", "kv", "kv:global"]
 
 @pytest.fixture(scope="module")
 def services(rt) -> Iterator[HostServices]:
-    built = build_services(rt.settings)  # no database: both stores in memory
+    # No database: both stores in memory. The HTTP tests' upstream is on loopback, which
+    # the operator must allow.
+    built = build_services(rt.settings.model_copy(update={"egress_allow": ["127.0.0.0/8"]}))
     yield built
     built.close()
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import key_for
+from tests.helpers import ServerProcess, key_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -154,3 +156,17 @@ def metric_value(client: httpx.Client, name: str, **labels: str) -> float:
         for sample_labels, value in metric_samples(client, name)
         if all(sample_labels.get(k) == v for k, v in labels.items())
     )
+
+
+# Guests of tests that talk to an upstream the test starts on loopback: the egress policy
+# refuses loopback unless the operator allows it (host/egress.py).
+LOOPBACK_EGRESS = {"WASMLET_EGRESS_ALLOW": "127.0.0.0/8,::1"}
+
+
+@contextmanager
+def loopback_server(tmp: Path, **kwargs: Any) -> Iterator[ServerProcess]:
+    """A `wasmlet serve --examples` whose guests may reach loopback upstreams."""
+    kwargs.setdefault("examples", True)
+    env = {**LOOPBACK_EGRESS, **kwargs.pop("env", {})}
+    with ServerProcess(tmp / "data", env=env, **kwargs) as server:
+        yield server

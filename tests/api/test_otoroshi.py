@@ -17,7 +17,24 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.support import EXAMPLES, FIXTURES, assert_error, deploy, deployed, unique
+from tests.api.support import (
+    EXAMPLES,
+    FIXTURES,
+    assert_error,
+    deploy,
+    deployed,
+    loopback_server,
+    unique,
+)
+from tests.helpers import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """This module's guests call upstreams the tests start on loopback: allowed here."""
+    with loopback_server(tmp_path_factory.mktemp("api")) as server:
+        yield server
+
 
 pytestmark = pytest.mark.integration
 

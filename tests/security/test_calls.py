@@ -14,7 +14,7 @@ import pytest
 
 from tests.api.support import assert_error, deploy, deployed
 from tests.helpers import ServerProcess
-from tests.security.guests import build_extism
+from tests.security.guests import guest_bytes
 from tests.security.support import client_with, mint_key
 
 pytestmark = pytest.mark.integration
@@ -23,8 +23,8 @@ SECRET = "opsecret-value-5d2b7e91"
 
 
 @pytest.fixture(scope="module")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return build_extism("tenant_probe.c", tmp_path_factory.mktemp("guests"))
+def probe() -> bytes:
+    return guest_bytes("tenant_probe.c", plugin=True)
 
 
 @pytest.fixture(scope="module")

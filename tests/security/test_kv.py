@@ -16,7 +16,7 @@ import redis
 
 from tests.api.support import deployed
 from tests.helpers import ServerProcess
-from tests.security.guests import build_extism
+from tests.security.guests import guest_bytes
 from tests.security.support import client_with, mint_key
 
 pytestmark = pytest.mark.integration
@@ -38,8 +38,8 @@ def redis_or_skip() -> redis.Redis:
 
 
 @pytest.fixture(scope="module")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return build_extism("tenant_probe.c", tmp_path_factory.mktemp("guests"))
+def probe() -> bytes:
+    return guest_bytes("tenant_probe.c", plugin=True)
 
 
 @pytest.fixture(scope="module", params=["sql", "redis"])

@@ -14,7 +14,7 @@ import pytest
 
 from tests.api.support import assert_error, deployed
 from tests.helpers import ServerProcess
-from tests.security.guests import build_extism
+from tests.security.guests import guest_bytes
 from tests.security.support import client_with, mint_key
 
 pytestmark = pytest.mark.integration
@@ -24,8 +24,8 @@ KV = "/api/v1/kv"
 
 
 @pytest.fixture(scope="module")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    return build_extism("tenant_probe.c", tmp_path_factory.mktemp("guests"))
+def probe() -> bytes:
+    return guest_bytes("tenant_probe.c", plugin=True)
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,7 @@ def build_state(settings: Settings) -> AppState:
     keys = KeyStore(sessions, settings.data_dir)
     limiter = Limiter(settings, sessions)
     services.limit_kv(lambda ns: _kv_limits(limiter, ns))
+    services.egress_allow = lambda namespace: limiter.quota(namespace).egress_allow
     deployer.check_quota = deploy_check(limiter, repo.namespace_usage)
     access = Access(keys, limiter, runtime.executor)
     return AppState(

@@ -12,11 +12,14 @@ import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from functools import lru_cache
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from wasmlet.host.context import HostContext, HostError
+from wasmlet.host.egress import EgressPolicy, Listener, build_policy, listeners_of, parse_hosts
+from wasmlet.names import namespace_of
 
 _MAX_REDIRECTS = 5
 
@@ -61,6 +64,32 @@ def otoroshi_allowed(url: str, patterns: list[str]) -> bool:
     return not patterns or "*" in patterns or any(_matches(*where, p) for p in patterns)
 
 
+def egress_policy(ctx: HostContext) -> EgressPolicy:
+    """The policy for this guest's namespace: its quota's list, else the node's."""
+    services = ctx.services
+    if services is None:  # runtime-only use: public addresses only
+        return build_policy((), ())
+    settings = services.settings
+    entries = services.egress_allow(namespace_of(ctx.function)) if services.egress_allow else None
+    if entries is None:
+        entries = tuple(settings.egress_allow)
+    return build_policy(
+        tuple(entries),
+        _listeners(settings.host, settings.port, settings.metrics_port),
+        _hosts(tuple(settings.egress_hosts)),
+    )
+
+
+@lru_cache(maxsize=8)
+def _listeners(host: str, port: int, metrics_port: int | None) -> tuple[Listener, ...]:
+    return listeners_of(host, (port, metrics_port))
+
+
+@lru_cache(maxsize=8)
+def _hosts(entries: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return parse_hosts(list(entries))
+
+
 def fetch(
     ctx: HostContext,
     method: str,
@@ -73,8 +102,10 @@ def fetch(
     follow_redirects: bool = True,
     limit: int | None = None,
 ) -> HttpResponse:
-    """One outbound request on behalf of a guest, following redirects only to allowed
-    hosts (each hop is checked). Denials and transport failures raise HostError."""
+    """One outbound request on behalf of a guest. Every hop (redirects are followed here,
+    at most _MAX_REDIRECTS) must pass both the function's own allow rule and the egress
+    policy, and connects to the address the policy checked. Denials and transport failures
+    raise HostError; each request is noted in `ctx.http_calls` (redacted when recorded)."""
     spec = ctx.spec
     method = method.upper()
     if spec.allowed_methods and method not in spec.allowed_methods:
@@ -88,8 +119,13 @@ def fetch(
     record: dict[str, object] = {"method": method, "host": urlsplit(url).hostname or "?"}
     ctx.http_calls.append(record)
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            response = _follow(client, method, url, headers, body, allow, follow_redirects, cap)
+        policy = egress_policy(ctx)
+        # trust_env=False: no proxy from the environment may stand between the checked
+        # address and the connection.
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            response = _follow(
+                client, policy, record, method, url, headers, body, allow, follow_redirects, cap
+            )
         record["status"] = response.status
         return response
     except httpx.HTTPError as exc:
@@ -104,8 +140,48 @@ def fetch(
         record["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
 
 
+def _pinned(
+    client: httpx.Client,
+    policy: EgressPolicy,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+) -> tuple[httpx.Request, str]:
+    """A request for `url` that connects to the address the policy checked, with the
+    Host header and TLS server name (SNI and certificate check) still the URL's name.
+    The URL is split here, not by httpx, so every spelling the system resolver accepts
+    (`0177.0.0.1`, `127.1`, ...) is checked as the address it stands for."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise HostError(f"HTTP request to {url}: invalid port") from None
+    address = policy.pick(host, port)
+    userinfo = parts.netloc.rpartition("@")[0]
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{userinfo}@{literal}:{port}" if userinfo else f"{literal}:{port}"
+    sent = dict(headers)
+    if not any(k.lower() == "host" for k in sent):
+        sent["Host"] = parts.netloc.rpartition("@")[2]
+    try:
+        request = client.build_request(
+            method,
+            urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")),
+            headers=sent,
+            content=body or None,
+            extensions={"sni_hostname": host},
+        )
+    except httpx.InvalidURL as exc:
+        raise HostError(f"HTTP request to {url}: invalid URL ({exc})") from None
+    return request, str(address)
+
+
 def _follow(
     client: httpx.Client,
+    policy: EgressPolicy,
+    record: dict[str, object],
     method: str,
     url: str,
     headers: dict[str, str],
@@ -117,9 +193,14 @@ def _follow(
     for _hop in range(_MAX_REDIRECTS + 1):
         if not allow(url):
             raise HostError(f"HTTP request to {url} is not allowed")
-        with client.stream(method, url, headers=headers, content=body or None) as resp:
-            if follow_redirects and resp.is_redirect and resp.next_request is not None:
-                url = str(resp.next_request.url)
+        request, record["address"] = _pinned(client, policy, method, url, headers, body)
+        resp = client.send(request, stream=True)
+        try:
+            location = resp.headers.get("location")
+            if follow_redirects and resp.is_redirect and location:
+                # Joined to the URL the guest named, not the pinned address, so the next
+                # hop is checked (and resolved) on its own.
+                url = urljoin(url, location)
                 if resp.status_code in (301, 302, 303):
                     method, body = "GET", b""
                 continue
@@ -138,4 +219,6 @@ def _follow(
                 b"".join(chunks),
                 first,
             )
+        finally:
+            resp.close()
     raise HostError(f"HTTP request to {url}: too many redirects")

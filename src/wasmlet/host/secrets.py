@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, quote_plus
 
 import sqlalchemy
 from cryptography.fernet import Fernet, InvalidToken
@@ -369,10 +371,43 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
     Values shorter than 4 characters are left alone: a secret like "1" or "ab" occurs by
     chance in almost any text, so replacing it would mangle logs while hiding nothing an
-    attacker could not guess. Only literal occurrences are found; a guest that transforms
-    a secret (encodes, splits, reverses it) before printing it is not caught.
+    attacker could not guess. Literal and URL-encoded occurrences are found; a guest that
+    transforms a secret otherwise (splits, reverses it) before printing it is not caught.
     """
-    values = tuple(sorted({v for v in secrets if len(v) >= MIN_REDACT_LENGTH}))
+    values = tuple(sorted({f for v in secrets for f in _forms(v) if len(f) >= MIN_REDACT_LENGTH}))
     if not values or not text:
         return text
     return _pattern(values).sub(REDACTED, text)
+
+
+def _forms(value: str) -> set[str]:
+    """A secret as it may appear in a record: as is, and URL-encoded the ways a URL or a
+    query string carries it (a guest that puts its secret in a URL gets it encoded)."""
+    return {
+        value,
+        quote(value, safe=""),
+        quote(value),
+        quote(value, safe=_URL_SAFE),
+        quote_plus(value),
+        quote_plus(value, safe=_URL_SAFE),
+        quote(value, safe="").lower(),
+    }
+
+
+# What httpx and browsers leave unencoded in a URL path or query.
+_URL_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def redact_all(value: Any, secrets: Iterable[str]) -> Any:
+    """`value` (a string, or lists and dicts of them, as a record holds) with every secret
+    redacted from every string in it, keys included."""
+    found = tuple(secrets)
+    if not found:
+        return value
+    if isinstance(value, str):
+        return redact(value, found)
+    if isinstance(value, dict):
+        return {redact_all(k, found): redact_all(v, found) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_all(v, found) for v in value]
+    return value

@@ -38,6 +38,8 @@ class HostServices:
     kv_persistent: KvStore
     secrets: SecretSource | None = None
     call: FunctionCaller | None = None  # set by the invoker of this process
+    # namespace -> its egress allow list, None for the node's (set from the quotas)
+    egress_allow: Callable[[str], tuple[str, ...] | None] | None = None
 
     def limit_kv(self, limits: Limits) -> None:
         """Hold both stores to these per-namespace quotas (host/kv/quota.py)."""

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +19,7 @@ from wasmlet.abi import ABIS, Invocation, Outcome, get_abi
 from wasmlet.config import Settings
 from wasmlet.errors import NotFound, Overloaded, Timeout, WasmletError
 from wasmlet.host.context import HostContext, HostError
-from wasmlet.host.secrets import redact
+from wasmlet.host.secrets import redact, redact_all
 from wasmlet.host.services import HostServices
 from wasmlet.metering import CACHE_EVENTS, OFFLOADS, OVERLOADS, POOL_WAITS, Meter
 from wasmlet.names import namespace_of, split
@@ -299,13 +300,13 @@ class Invoker:
         """Record a failed call and raise its error (a host-side bug becomes a 500
         contained to this call, its trace logged)."""
         if isinstance(exc, WasmletError):
-            self._redact(ref.name, exc)
-            self._record(ref, inv, started, report, exc.status, exc)
+            self._record(ref, inv, started, report, exc.status, exc)  # redacts exc
             raise exc
-        log.exception("invocation of %s failed inside the host", ref.name)
+        trace = redact("".join(traceback.format_exception(exc)), self._secrets_of(ref.name))
+        log.error("invocation of %s failed inside the host\n%s", ref.name, trace)
         error = WasmletError(f"internal error: {exc.__class__.__name__}: {exc}")
-        self._record(ref, inv, started, report, error.status, error)
-        raise error from exc
+        self._record(ref, inv, started, report, error.status, error)  # redacts error
+        raise error from None
 
     def _run_inline(self, entry: Entry, inv: Invocation, report: CallReport) -> Outcome | None:
         """Run on the event loop thread; None means "overran its fuel cap, replay off-loop"."""
@@ -379,8 +380,7 @@ class Invoker:
         try:
             outcome = entry.pool.execute(inv, report, timeout_ms, offloaded=True)
         except WasmletError as exc:
-            self._redact(name, exc)
-            self._record(ref, inv, started, report, exc.status, exc)
+            self._record(ref, inv, started, report, exc.status, exc)  # redacts exc
             raise HostError(f"call to {shown!r} failed: {exc.code}: {exc.message}") from None
         self._record(ref, inv, started, report, outcome.status, None)
         if outcome.status >= 400:
@@ -398,13 +398,6 @@ class Invoker:
         except Exception:  # an undecryptable secret cannot leak either
             return []
 
-    def _redact(self, name: str, exc: WasmletError) -> None:
-        """A guest's error message may quote one of its secrets: never pass it on."""
-        secrets = self._secrets_of(name)
-        if secrets:
-            exc.message = redact(exc.message, secrets)
-            exc.args = (exc.message,)
-
     def _record(
         self,
         ref: VersionRef,
@@ -414,11 +407,20 @@ class Invoker:
         status: int,
         exc: WasmletError | None,
     ) -> None:
+        """Every invocation record is written through here, so every text in it (error
+        message, logs, each outbound request's host, address and error) is redacted of the
+        function's secrets in this one place. The error is redacted in place: it is what
+        the caller is answered next (a guest's message may quote its secrets)."""
         logs = report.logs.decode("utf-8", "replace") if report.logs else ""
-        if logs:
+        http_calls = report.http_calls
+        if logs or exc is not None or http_calls:
             secrets = self._secrets_of(ref.name)
             if secrets:
                 logs = redact(logs, secrets)
+                if exc is not None:
+                    exc.message = redact(exc.message, secrets)
+                    exc.args = (exc.message,)
+                http_calls = redact_all(http_calls, secrets) if http_calls else http_calls
         self.meter.record(
             ref.name,
             ref.digest,
@@ -432,5 +434,5 @@ class Invoker:
             report.instantiated,
             inv.via,
             logs,
-            report.http_calls,
+            http_calls,
         )

@@ -39,6 +39,7 @@ from wasmlet.abi.otoroshi.contract import (
     compact,
 )
 from wasmlet.host.context import HostError
+from wasmlet.host.egress import EgressDenied
 from wasmlet.host.http import fetch, otoroshi_allowed
 from wasmlet.host.kv.base import KvError, KvStore
 from wasmlet.host.kv_capability import check_key, check_value, store_for
@@ -239,16 +240,25 @@ def http_call(ctx: OtoroshiContext, data: bytes) -> bytes:
                 "body_base64": b64encode(message.encode()),
             }
         )
-    response = fetch(
-        ctx,
-        method,
-        url,
-        {str(k): str(v) for k, v in headers.items()},
-        body,
-        allow=lambda u: otoroshi_allowed(u, patterns),
-        timeout_ms=timeout_ms,
-        follow_redirects=bool(req.get("follow_redirects", False)),
-    )
+    try:
+        response = fetch(
+            ctx,
+            method,
+            url,
+            {str(k): str(v) for k, v in headers.items()},
+            body,
+            allow=lambda u: otoroshi_allowed(u, patterns),
+            timeout_ms=timeout_ms,
+            follow_redirects=bool(req.get("follow_redirects", False)),
+        )
+    except EgressDenied as exc:  # answered like a host outside allowed_hosts (recorded)
+        return compact(
+            {
+                "status": 403,
+                "headers": {"content-type": "text/plain"},
+                "body_base64": b64encode(str(exc).encode()),
+            }
+        )
     return compact(
         {
             "status": response.status,
