@@ -53,12 +53,20 @@ def _deploy(client: httpx.Client, name: str, wasm: bytes, **fields: object) -> N
 
 
 def _peak_rss(server: ServerProcess) -> int:
-    """The server process's peak resident memory so far (VmHWM), in bytes."""
+    """The server process's peak resident memory (VmHWM), in bytes."""
     assert server.proc is not None
     for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM in /proc status")
+
+
+def _reset_peak_rss(server: ServerProcess) -> int:
+    """Start a new peak (Linux: 5 to clear_refs sets VmHWM to the current RSS), so an
+    earlier test's peak cannot hide this one's; returns it."""
+    assert server.proc is not None
+    Path(f"/proc/{server.proc.pid}/clear_refs").write_text("5")
+    return _peak_rss(server)
 
 
 def _alive(server: ServerProcess) -> None:
@@ -83,11 +91,10 @@ def plugin(tenant: httpx.Client) -> str:
     return "big"
 
 
-# First of the RSS tests: a peak reached by an earlier test would hide this one's.
 def test_extism_log_is_not_copied_whole(
     server: ServerProcess, tenant: httpx.Client, plugin: str
 ) -> None:
-    before = _peak_rss(server)
+    before = _reset_peak_rss(server)
     resp = tenant.post(f"/fn/{plugin}?export=shout", content=str(HUGE).encode())
     assert resp.status_code == 200 and resp.content == b"ok", resp.text
     grown = _peak_rss(server) - before
@@ -99,7 +106,7 @@ def test_extism_log_is_not_copied_whole(
 def test_extism_output_over_the_cap_is_refused_before_it_is_copied(
     server: ServerProcess, tenant: httpx.Client, plugin: str
 ) -> None:
-    before = _peak_rss(server)
+    before = _reset_peak_rss(server)
     with ThreadPoolExecutor(4) as pool:  # four at once, as in the report
         answers = list(
             pool.map(
@@ -116,8 +123,9 @@ def test_extism_output_over_the_cap_is_refused_before_it_is_copied(
     assert small.status_code == 200 and len(small.content) == CAP  # the cap itself is fine
 
 
-def test_extism_error_message_is_clipped(tenant: httpx.Client, plugin: str) -> None:
-    resp = tenant.post(f"/fn/{plugin}?export=fail", content=str(CAP).encode())
+@pytest.mark.parametrize("export", ["fail", "fail_trap"])
+def test_extism_error_message_is_clipped(tenant: httpx.Client, plugin: str, export: str) -> None:
+    resp = tenant.post(f"/fn/{plugin}?export={export}", content=str(CAP).encode())
     message = assert_error(resp, 500, "guest_error", "eeee", "bytes dropped")
     assert len(message) < 2 * LOG_CAP, len(message)
 
@@ -160,3 +168,17 @@ def test_otoroshi_body_past_the_cap_is_refused(
     resp = tenant.patch(f"/api/v1/functions/{name}", json={"config": {"n": "10", "mode": mode}})
     assert resp.status_code == 200, resp.text
     assert tenant.get(f"/fn/{name}").status_code == 200
+
+
+def test_otoroshi_log_is_not_copied_whole(server: ServerProcess, tenant: httpx.Client) -> None:
+    wasm = build("otoroshi_big.c", plugin=True)
+    _deploy(tenant, "oto-log", wasm, abi="otoroshi", memory_mb=256)
+    config = {"config": {"n": str(HUGE), "mode": "log"}}
+    assert tenant.patch("/api/v1/functions/oto-log", json=config).status_code == 200
+    before = _reset_peak_rss(server)
+    resp = tenant.get("/fn/oto-log")
+    assert resp.status_code == 200 and resp.content == b"ok", resp.text[:500]
+    grown = _peak_rss(server) - before
+    assert grown < HUGE // 2, f"the server's peak RSS grew by {grown} bytes"
+    logs = [r["logs"] for r in _records(tenant, "oto-log", 1) if r["status"] == 200]
+    assert logs and len(logs[0]) < 2 * LOG_CAP
