@@ -3,8 +3,11 @@ toolchain of examples/build.py), once per test session."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -20,9 +23,9 @@ _PLUGIN = [*_COMMON, "-mexec-model=reactor", f"-I{PDK}"]
 
 @cache
 def _out_dir() -> Path:
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix="wasmlet-guests-"))
+    out = Path(tempfile.mkdtemp(prefix="wasmlet-guests-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    return out
 
 
 @cache
