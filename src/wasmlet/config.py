@@ -63,7 +63,12 @@ class Settings(BaseSettings):
     # max_module_bytes upload at ~1 MB/s.
     body_timeout_ms: int = Field(60_000, ge=1)
     max_log_bytes: int = Field(16 * 1024, ge=0)
-    max_output_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    # Largest response body a guest may produce, in every ABI; checked on the length the
+    # guest declares, before a byte is copied out. The same as max_body_bytes: each call
+    # in flight holds its output in host memory (twice while it is sent), so the default
+    # bounds a response by what the server accepts as a request (64 MiB let 4 calls reach
+    # 1 GB RSS).
+    max_output_bytes: int = Field(16 * 1024 * 1024, ge=1)
     invocation_retention: int = Field(1000, ge=0)  # records kept per function
 
     fuel_metering: bool = True

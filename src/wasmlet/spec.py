@@ -8,6 +8,7 @@ defaults change later.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -159,11 +160,45 @@ def parse_update(data: dict[str, Any]) -> SpecUpdate:
         raise InvalidRequest(f"invalid spec field {where}: {first['msg']}") from None
 
 
-def check_limits(update: SpecUpdate, settings: Settings) -> None:
+# Spec fields a namespace's quota puts a ceiling on (auth/quotas.py `ceilings_of`).
+CEILING_FIELDS = ("memory_mb", "timeout_ms", "fuel", "pool_size")
+
+
+def check_limits(
+    update: SpecUpdate, settings: Settings, ceilings: Mapping[str, int] | None = None
+) -> None:
+    """Refuse (422) a field asked above the node's maximum or the namespace's ceiling
+    (`ceilings`: field -> ceiling, 0 or absent = none)."""
     if update.timeout_ms is not None and update.timeout_ms > settings.max_timeout_ms:
         raise InvalidRequest(f"timeout_ms may be at most {settings.max_timeout_ms}")
     if update.memory_mb is not None and update.memory_mb > settings.max_memory_mb:
         raise InvalidRequest(f"memory_mb may be at most {settings.max_memory_mb}")
+    for field in CEILING_FIELDS:
+        ceiling = (ceilings or {}).get(field, 0)
+        value = getattr(update, field)
+        if ceiling and value is not None and value > ceiling:
+            raise InvalidRequest(
+                f"{field} may be at most {ceiling} in this namespace (its quota's ceiling)"
+            )
+
+
+def within_ceilings(values: dict[str, Any], ceilings: Mapping[str, int]) -> dict[str, Any]:
+    """`values` (a spec's fields) with every limit over its ceiling lowered to it; a spec
+    without fuel gets the fuel ceiling as its fuel. A version stored before a ceiling was
+    lowered runs this way, and a new version's defaults are cut so."""
+    for field in CEILING_FIELDS:
+        ceiling = ceilings.get(field, 0)
+        value = values.get(field)
+        if ceiling and (value is None or value > ceiling):
+            values[field] = ceiling
+    return values
+
+
+def clamp(spec: FunctionSpec, ceilings: Mapping[str, int]) -> FunctionSpec:
+    """`spec` held to `ceilings` (the same object when it is within them)."""
+    values = within_ceilings({f: getattr(spec, f) for f in CEILING_FIELDS}, ceilings)
+    changed = {f: v for f, v in values.items() if getattr(spec, f) != v}
+    return spec.model_copy(update=changed) if changed else spec
 
 
 def merge(base: FunctionSpec, update: SpecUpdate) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from wasmlet.api.access import Access
 from wasmlet.auth.keys import KeyStore
-from wasmlet.auth.quotas import Limiter, deploy_check
+from wasmlet.auth.quotas import Limiter, deploy_check, spec_ceilings
 from wasmlet.config import Settings
 from wasmlet.host.services import HostServices, build_services
 from wasmlet.metering import Meter
@@ -76,6 +76,7 @@ def build_state(settings: Settings) -> AppState:
     services.limit_kv(lambda ns: _kv_limits(limiter, ns))
     services.egress_allow = lambda namespace: limiter.quota(namespace).egress_allow
     deployer.check_quota = deploy_check(limiter, repo.namespace_usage)
+    deployer.ceilings = invoker.ceilings = spec_ceilings(limiter)
     access = Access(keys, limiter, runtime.executor)
     return AppState(
         settings,

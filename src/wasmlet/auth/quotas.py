@@ -49,6 +49,18 @@ class Quota:
 
 
 UNLIMITED = Quota()
+
+
+def ceilings_of(quota: Quota) -> dict[str, int]:
+    """The spec ceilings of a quota, by spec field (spec.py `check_limits`)."""
+    return {
+        "memory_mb": quota.max_memory_mb,
+        "timeout_ms": quota.max_timeout_ms,
+        "fuel": quota.max_fuel,
+        "pool_size": quota.max_pool_size,
+    }
+
+
 _NUMBERS = (
     "requests_per_second",
     "burst",
@@ -219,3 +231,12 @@ def deploy_check(
             )
 
     return check
+
+
+def spec_ceilings(limiter: Limiter) -> Callable[[str], dict[str, int]]:
+    """The Deployer's and Invoker's ceiling hook: a qualified name's namespace ceilings."""
+
+    def ceilings(name: str) -> dict[str, int]:
+        return ceilings_of(limiter.quota(namespace_of(name)))
+
+    return ceilings

@@ -8,7 +8,7 @@ write the blob, the compiled artifact and the SQL rows, and signal the workers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import wasmtime
@@ -31,7 +31,7 @@ from wasmlet.registry.repository import Repository
 from wasmlet.registry.views import FunctionView
 from wasmlet.runtime.compile_cache import CompileCache
 from wasmlet.runtime.module_info import Import, ModuleInfo, describe, module_meta
-from wasmlet.spec import FunctionSpec, SpecUpdate, check_limits, merge
+from wasmlet.spec import FunctionSpec, SpecUpdate, check_limits, merge, within_ceilings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ class Deployer:
         # Called with (qualified name, bytes to add) before a deploy: raises when the
         # function's namespace is at its quota (auth/quotas.py).
         self.check_quota: Callable[[str, int], None] | None = None
+        # Called with a qualified name: the spec ceilings of its namespace, by spec field
+        # (auth/quotas.py `ceilings_of`); None: none.
+        self.ceilings: Callable[[str], Mapping[str, int]] | None = None
         self.engine = engine
         self.cache = cache
         self.blobs = blobs
@@ -115,8 +118,11 @@ class Deployer:
         update: SpecUpdate,
         base: FunctionSpec | None = None,
         extras: dict[str, Candidate] | None = None,
+        ceilings: Mapping[str, int] | None = None,
     ) -> FunctionSpec:
-        check_limits(update, self.settings)
+        """The full spec of a version; `ceilings`: its namespace's (a field asked above
+        one is refused, a default or a kept value above one is lowered to it)."""
+        check_limits(update, self.settings, ceilings)
         info = candidate.info
         abi_name = update.abi or (base.abi if base else None) or _guess_abi(info)
         abi = get_abi(abi_name)
@@ -148,7 +154,7 @@ class Deployer:
                 raise InvalidRequest("only extism functions link extra modules")
             values["modules"] = {n: digest_of(c.wasm) for n, c in sorted(extras.items())}
             link_order({n: c.module for n, c in extras.items()})  # refuses import cycles
-        spec = FunctionSpec.model_validate(values)
+        spec = FunctionSpec.model_validate(within_ceilings(values, ceilings or {}))
         missing = [
             f"{i.module}.{i.name}"
             for module_info in [info, *(c.info for c in extras.values())]
@@ -185,7 +191,7 @@ class Deployer:
             self.check_quota(name, len(data) + sum(len(b) for b in (extras or {}).values()))
         candidate = self.parse(data)
         linked = {check_module_name(n): self.parse(b) for n, b in (extras or {}).items()}
-        spec = self.resolve(candidate, update, extras=linked)
+        spec = self.resolve(candidate, update, extras=linked, ceilings=self._ceilings(name))
         return self._store(name, candidate, spec, linked)
 
     def patch(self, name: str, update: SpecUpdate) -> FunctionView:
@@ -194,9 +200,12 @@ class Deployer:
         base = FunctionSpec.model_validate(active.spec)
         candidate = self.parse(self.blobs.get(active.module_digest))
         linked = {n: self.parse(self.blobs.get(d)) for n, d in base.modules.items()}
-        spec = self.resolve(candidate, update, base, extras=linked)
+        spec = self.resolve(candidate, update, base, extras=linked, ceilings=self._ceilings(name))
         view, _ = self._store(name, candidate, spec, linked)
         return view
+
+    def _ceilings(self, name: str) -> Mapping[str, int]:
+        return self.ceilings(name) if self.ceilings is not None else {}
 
     def rollback(self, name: str, digest: str) -> FunctionView:
         check_name(name)

@@ -55,6 +55,10 @@ class BoundedBuffer:
         self.dropped += len(data) - max(room, 0)
         return None  # report the whole write as done: logs are best effort
 
+    def room(self) -> int:
+        """Bytes a write may still add."""
+        return max(0, self.limit - self.size)
+
     def getvalue(self) -> bytes:
         if not self.size and not self.dropped:
             return b""

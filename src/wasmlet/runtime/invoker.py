@@ -8,6 +8,7 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -32,7 +33,7 @@ from wasmlet.runtime.dispatch import CallStats
 from wasmlet.runtime.engine import EpochTicker, build_engine, engine_fingerprint
 from wasmlet.runtime.gate import Gate
 from wasmlet.runtime.pool import CallReport, InlineOverrun, InstancePool, VersionRef
-from wasmlet.spec import FunctionSpec
+from wasmlet.spec import FunctionSpec, clamp
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class Invoker:
         self.blobs = blobs
         self.changes = changes
         self.meter = meter
+        # A qualified name's spec ceilings (auth/quotas.py `spec_ceilings`); None: none.
+        self.ceilings: Callable[[str], Mapping[str, int]] | None = None
         self.active: dict[str, VersionRef] = {}
         # By (name, function id, version digest): two functions deploying the same bytes and
         # spec share a version digest but not a pool (a guest sees its own function's name),
@@ -118,23 +121,32 @@ class Invoker:
 
     # -- resolving names -------------------------------------------------------------------
 
+    def _active_refs(self) -> dict[str, VersionRef]:
+        """Every active version, its limits held to its namespace's ceilings as they are
+        now: a version stored before a ceiling was lowered is not trusted (off the loop:
+        the ceilings may be read from the database)."""
+        ceilings = self.ceilings
+        return {
+            name: VersionRef(
+                name=name,
+                digest=v.digest,
+                module_digest=v.module_digest,
+                spec=clamp(FunctionSpec.model_validate(v.spec), ceilings(name))
+                if ceilings is not None
+                else FunctionSpec.model_validate(v.spec),
+                functions=v.exports,
+                wasi=v.wasi,
+                function_id=fid,
+            )
+            for name, fid, v in self.repo.active_versions()
+        }
+
     async def refresh(self) -> None:
         async with self._refresh_lock:
             loop = asyncio.get_running_loop()
-            rows = await loop.run_in_executor(self.runtime.executor, self.repo.active_versions)
+            active = await loop.run_in_executor(self.runtime.executor, self._active_refs)
             previous = self.active
-            self.active = {
-                name: VersionRef(
-                    name=name,
-                    digest=v.digest,
-                    module_digest=v.module_digest,
-                    spec=FunctionSpec.model_validate(v.spec),
-                    functions=v.exports,
-                    wasi=v.wasi,
-                    function_id=fid,
-                )
-                for name, fid, v in rows
-            }
+            self.active = active
             gone = {(r.name, r.function_id) for r in previous.values()} - {
                 (r.name, r.function_id) for r in self.active.values()
             }
@@ -144,7 +156,13 @@ class Invoker:
                 if self.services is not None:  # this process's in-memory keys of it
                     self.services.kv_memory.drop_scope(f"fn:{name}")
             live = {(ref.name, ref.function_id, ref.digest) for ref in self.active.values()}
-            for key in [k for k in self.entries if k not in live]:
+            # A pool built with other limits (its namespace's ceilings changed) goes too.
+            stale = [
+                key
+                for key, entry in self.entries.items()
+                if key not in live or entry.pool.spec != active[key[0]].spec
+            ]
+            for key in stale:
                 self.entries.pop(key).pool.drain()
 
     async def sync(self) -> None:

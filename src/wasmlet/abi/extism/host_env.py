@@ -151,10 +151,17 @@ def _logger(level: str) -> Callable[[wasmtime.Caller, int], None]:
         if number < ctx.log_level:
             _free(ctx, msg)
             return
-        text = _text(ctx, msg, "log message")
+        logs, kernel = ctx.logs, ctx.kernel
+        assert kernel is not None
+        if msg and not kernel.length(msg):
+            raise HostError(f"invalid log message handle {msg}")
+        if logs is not None:
+            # Copy only what the log still has room for: a message the size of the
+            # plugin's memory is never copied whole to be dropped.
+            data, size = kernel.read_prefix(msg, logs.room()) if msg else (b"", 0)
+            logs.write(tag + data + b"\n")
+            logs.dropped += size - len(data)
         _free(ctx, msg)
-        if ctx.logs is not None:
-            ctx.logs.write(tag + text.encode() + b"\n")
 
     return log
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import wasmtime
 
-from wasmlet.errors import MemoryLimit
+from wasmlet.errors import GuestError, MemoryLimit
 from wasmlet.runtime import native
 from wasmlet.runtime.fastcall import FastFunc, Signature
 
@@ -170,9 +170,11 @@ class Kernel:
         "_reset",
         "_view",
         "_view_size",
+        "error_limit",
         "exports",
         "instance",
         "memory",
+        "output_limit",
         "runners",
         "store",
     )
@@ -207,6 +209,10 @@ class Kernel:
         self._begin = self._fast("wasmlet_begin", begin)
         self._end = self._fast("wasmlet_end", end)
         self.runners: dict[str, FastFunc] = {}  # export name -> its runner in this store
+        # Bytes the host copies out of kernel memory per call: the output (a longer one
+        # fails the call before any copy) and the error message (clipped). 0: no limit.
+        self.output_limit = 0
+        self.error_limit = 0
 
     @classmethod
     def instantiate(cls, store: wasmtime.Store) -> Kernel:
@@ -290,30 +296,53 @@ class Kernel:
             runner = self.runners[name] = FastFunc(self._ctx, run._func, _RUN_SIGNATURE, self.store)
         return runner
 
-    @staticmethod
     def _ended(
-        out_off: int, out_len: int, err: int, err_len: int, view: memoryview
+        self, out_off: int, out_len: int, err: int, err_len: int, view: memoryview
     ) -> tuple[bytes, str | None]:
-        """Output and error message from wasmlet_end's results; `view`: the memory now."""
+        """Output and error message from wasmlet_end's results; `view`: the memory now.
+
+        The lengths the plugin declared are checked before anything is copied: an output
+        over `output_limit` fails the call (an error set wins: it says why), and an error
+        message is clipped to `error_limit`."""
         length = len(view)
+        message = None
+        if err and err_len:
+            message = self._clipped(view, err, err_len)
+        elif self.output_limit and out_len > self.output_limit:
+            raise GuestError(
+                f"output of {out_len} bytes exceeds the limit of {self.output_limit} bytes"
+            )
         # The kernel validates ranges; never read out of bounds all the same.
-        output = view[out_off : out_off + out_len].tobytes() if out_off + out_len <= length else b""
-        if not err or not err_len:
-            return output, None
-        message = view[err : err + err_len].tobytes() if err + err_len <= length else b""
-        return output, message.decode("utf-8", "replace")
+        if message is not None or out_off + out_len > length:
+            return b"", message
+        return view[out_off : out_off + out_len].tobytes(), None
+
+    def _clipped(self, view: memoryview, offset: int, size: int) -> str:
+        """A message of `size` bytes at `offset`, at most `error_limit` of them copied."""
+        limit = self.error_limit
+        taken = min(size, limit) if limit else size
+        if offset + taken > len(view):
+            return "(error message outside the plugin's memory)"
+        text = view[offset : offset + taken].tobytes().decode("utf-8", "replace")
+        return text if taken == size else f"{text}[... {size - taken} bytes dropped]"
 
     def output(self) -> bytes:
         """The bytes of the last `output_set` (b"" when none)."""
         return self.finish()[0]
 
     def error(self) -> str | None:
-        """The plugin's error message, or None when no (non-empty) error is set."""
+        """The plugin's error message (clipped to `error_limit`), or None when no
+        (non-empty) error is set."""
         handle = _u64(self._error_get()[0])
-        if not handle:
+        size = _u64(self._length(handle)[0]) if handle else 0
+        if not size:
             return None
-        data = self.read(handle)
-        return data.decode("utf-8", errors="replace") if data else None
+        return self._clipped(self._current(), handle, size)
+
+    def read_prefix(self, handle: int, limit: int) -> tuple[bytes, int]:
+        """At most `limit` bytes of a live block, and the block's whole length."""
+        size = self.length(handle)
+        return self._copy_out(handle, min(size, limit)), size
 
     # -- blocks ---------------------------------------------------------------------------------
 

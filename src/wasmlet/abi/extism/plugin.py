@@ -32,6 +32,7 @@ from wasmlet.spec import FunctionSpec
 _INITIALISERS = ("__wasm_call_ctors", "_initialize")
 _HIDDEN = {"memory", "_start", "hs_init", *_INITIALISERS}
 _JSON = b"application/json"
+ERROR_FLOOR = 1024
 _OCTET = b"application/octet-stream"
 
 
@@ -232,6 +233,10 @@ class ExtismAbi:
         kernel = slot.abi_state.kernel
         if kernel is not None:  # kernel memory counts in the call's memory figures
             slot.extra_memories = (kernel.memory,)
+            # What the host copies out per call: the output up to max_output_bytes, error
+            # messages up to max_log_bytes (at least 1 KiB: an error must still say why).
+            kernel.output_limit = slot.function.output_limit
+            kernel.error_limit = max(slot.function.log_limit, ERROR_FLOOR)
         functions = slot.function.ref.functions
         if "hs_init" in functions:
             init = slot.func("_initialize") if "_initialize" in functions else None

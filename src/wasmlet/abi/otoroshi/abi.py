@@ -80,11 +80,20 @@ class OtoroshiAbi(ExtismAbi):
             slot.retired = True
             raise GuestError(failure.message, status=spec.error_status) from None
         try:
-            return outcome_of(raw.body)
+            outcome = outcome_of(raw.body)
         except ContractError as exc:
             raise GuestError(
                 f"plugin answer cannot be sent: {exc}", status=spec.error_status
             ) from None
+        # The answer itself was held to the output limit as it left kernel memory (the
+        # extism kernel); the body it decodes to (body_json re-serialised, say) is too.
+        limit = slot.function.output_limit
+        if len(outcome.body) > limit:
+            raise GuestError(
+                f"output of {len(outcome.body)} bytes exceeds the limit of {limit} bytes",
+                status=spec.error_status,
+            )
+        return outcome
 
 
 __all__ = ["OtoroshiAbi"]

@@ -79,16 +79,25 @@ def _context(caller: wasmtime.Caller) -> OtoroshiContext:
     return ctx
 
 
-def _read(caller: wasmtime.Caller, ctx: OtoroshiContext, name: str, ptr: int, size: int) -> bytes:
-    """`size` bytes at `ptr` in kernel memory. Any address the plugin could load itself is
-    fine (a block, or part of one); nothing past the kernel memory is."""
+def _read(
+    caller: wasmtime.Caller,
+    ctx: OtoroshiContext,
+    name: str,
+    ptr: int,
+    size: int,
+    limit: int | None = None,
+) -> bytes:
+    """`size` bytes at `ptr` in kernel memory (only the first `limit` of them copied).
+    Any address the plugin could load itself is fine (a block, or part of one); nothing
+    past the kernel memory is."""
     if size == 0:
         return b""
     kernel = ctx.kernel
     assert kernel is not None
     if ptr <= 0 or size < 0 or ptr + size > kernel.memory.data_len(caller):
         raise HostError(f"{name}: {size} bytes at {ptr} lie outside the plugin's kernel memory")
-    return bytes(kernel.memory.read(caller, ptr, ptr + size))
+    end = ptr + size if limit is None else ptr + min(size, limit)
+    return bytes(kernel.memory.read(caller, ptr, end))
 
 
 def _text(data: bytes, name: str) -> str:
@@ -140,8 +149,12 @@ def _key(ctx: OtoroshiContext, key: str) -> str:
 def proxy_log(caller: wasmtime.Caller, level: int, ptr: int, size: int) -> int:
     """Levels 0 trace, 1 debug, 2 info, 3 warn, 4 and above error."""
     ctx = _context(caller)
-    if level >= ctx.log_level:  # below it the message is not even read
-        ctx.log(level, _read(caller, ctx, "proxy_log", ptr, size).decode("utf-8", "replace"))
+    logs = ctx.logs
+    if level >= ctx.log_level and logs is not None:  # below it the message is not even read
+        # Only what the log still has room for is copied out of the plugin's memory.
+        data = _read(caller, ctx, "proxy_log", ptr, size, logs.room())
+        ctx.log(level, data.decode("utf-8", "replace"))
+        logs.dropped += size - len(data)
     return 0
 
 
