@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # in flight holds its output in host memory (twice while it is sent), so the default
     # bounds a response by what the server accepts as a request (64 MiB let 4 calls reach
     # 1 GB RSS).
+    # The most a spec may ask for buffers the host holds for a guest: an Extism plugin's
+    # var store (per function) and an outbound HTTP response (per request).
+    max_var_bytes: int = Field(16 * 1024 * 1024, ge=0)
+    max_http_response_bytes: int = Field(64 * 1024 * 1024, ge=1)
     max_output_bytes: int = Field(16 * 1024 * 1024, ge=1)
     invocation_retention: int = Field(1000, ge=0)  # records kept per function
 

@@ -173,6 +173,10 @@ def check_limits(
         raise InvalidRequest(f"timeout_ms may be at most {settings.max_timeout_ms}")
     if update.memory_mb is not None and update.memory_mb > settings.max_memory_mb:
         raise InvalidRequest(f"memory_mb may be at most {settings.max_memory_mb}")
+    for field in ("max_var_bytes", "max_http_response_bytes"):
+        value, most = getattr(update, field), getattr(settings, field)
+        if value is not None and value > most:
+            raise InvalidRequest(f"{field} may be at most {most}")
     for field in CEILING_FIELDS:
         ceiling = (ceilings or {}).get(field, 0)
         value = getattr(update, field)

@@ -78,6 +78,27 @@ def test_asking_past_a_ceiling_is_refused(server: ServerProcess, operator: httpx
     assert _deploy(operator, "grow-big", wasm, memory_mb=4096).status_code == 201
 
 
+def test_host_buffers_a_spec_asks_for_are_capped(
+    server: ServerProcess, operator: httpx.Client
+) -> None:
+    """An Extism plugin's var store and an outbound response are held in the host's
+    memory: no spec, the operator's included, may ask more than the node's caps."""
+    wasm = guest_bytes("extism_big.c", plugin=True)
+    for field, most in [
+        ("max_var_bytes", 16 * 1024 * 1024),
+        ("max_http_response_bytes", 64 * 1024 * 1024),
+    ]:
+        resp = _deploy(operator, "buffers", wasm, abi="extism", export="big", **{field: 1 << 30})
+        assert_error(resp, 422, "invalid_request", field, str(most))
+    with _tenant(server, operator, "buffers") as tenant:
+        resp = _deploy(tenant, "buffers", wasm, abi="extism", export="big", max_var_bytes=1 << 30)
+        assert_error(resp, 422, "invalid_request", "max_var_bytes")
+        created = _deploy(
+            tenant, "buffers", wasm, abi="extism", export="big", max_var_bytes=1 << 20
+        )
+        assert created.status_code == 201, created.text
+
+
 def test_fuel_ceiling_set_with_the_cli(server: ServerProcess, operator: httpx.Client) -> None:
     done = _cli(server, server.admin_key(), "namespace", "quota", "fueled", "--fuel", "5000000000")
     assert done.returncode == 0, done.stderr

@@ -115,6 +115,8 @@ def fetch(
         raise HostError(f"more than {max_calls} HTTP requests in one invocation")
     timeout = min(ctx.remaining(), (timeout_ms or spec.http_timeout_ms) / 1000)
     cap = spec.max_http_response_bytes if limit is None else limit
+    if ctx.services is not None:  # a version stored before the node's cap was lowered
+        cap = min(cap, ctx.service().settings.max_http_response_bytes)
     started = time.perf_counter()
     record: dict[str, object] = {"method": method, "host": urlsplit(url).hostname or "?"}
     ctx.http_calls.append(record)

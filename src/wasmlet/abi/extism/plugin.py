@@ -217,15 +217,20 @@ class ExtismAbi:
             attach(slot.store, ctx)
 
     def new_context(self, slot: Slot, name: str, spec: FunctionSpec) -> PluginContext:
+        services = slot.function.services
+        max_var_bytes, max_http = spec.max_var_bytes, spec.max_http_response_bytes
+        if services is not None:  # a version stored before the node's caps were lowered
+            max_var_bytes = min(max_var_bytes, services.settings.max_var_bytes)
+            max_http = min(max_http, services.settings.max_http_response_bytes)
         return PluginContext(
             function=name,
             spec=spec,
             services=slot.function.services,
             config=dict(spec.config),
             vars=self._vars.setdefault((name, slot.function.ref.function_id), VarStore()),
-            max_var_bytes=spec.max_var_bytes,
+            max_var_bytes=max_var_bytes,
             allowed_hosts=list(spec.allowed_hosts),
-            max_http_response_bytes=spec.max_http_response_bytes,
+            max_http_response_bytes=max_http,
         )
 
     def on_instance(self, slot: Slot) -> None:
