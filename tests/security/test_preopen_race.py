@@ -267,3 +267,20 @@ def test_link_left_on_disk_is_not_followed(server: ServerProcess, tenant: httpx.
         assert_error(resp, 500, "guest_error", "link")
     assert set(os.listdir(server.data_dir)) == before  # no `deeper` made in the data dir
     assert link.is_symlink()
+
+
+def test_delete_removes_the_folder_without_following_links(
+    server: ServerProcess, tenant: httpx.Client
+) -> None:
+    """Deleting a function removes its folder (a function deployed later under the name
+    starts empty) without following the link a guest left in it out to the data dir."""
+    name = "removed"
+    assert _deploy(tenant, name, {"data": "/data"}).status_code == 201
+    assert _call(tenant, name, "plant").status_code == 200
+    folder = _folder(server, name)
+    assert (folder / "data" / "sub").is_symlink()
+    before = sorted(os.listdir(server.data_dir))
+    assert tenant.delete(f"/api/v1/functions/{name}").status_code in (200, 204)
+    assert not folder.exists()
+    assert sorted(os.listdir(server.data_dir)) == before
+    assert (server.data_dir / "admin.key").is_file()

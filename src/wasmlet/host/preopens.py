@@ -15,13 +15,17 @@ swapping a folder for a link in between. Two rules make it impossible:
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from wasmlet.errors import GuestError
+
+log = logging.getLogger(__name__)
 
 READ_ONLY = "ro:"
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -145,4 +149,22 @@ def opened(files_dir: Path, paths: dict[str, str]) -> Iterator[list[Preopen]]:
         yield out
 
 
-__all__ = ["Preopen", "check_paths", "opened"]
+def remove_folder(files_root: Path, name: str) -> None:
+    """Delete a function's folder (`<files_root>/<name>`) with everything in it, never
+    following a link a guest left there: rmtree with `dir_fd` opens each folder it enters
+    relative to its parent without following links."""
+    try:
+        root = os.open(files_root, _DIR)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        shutil.rmtree(name, dir_fd=root)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # e.g. the folder itself replaced by a link: leave it, say so
+        log.warning("could not remove the folder of deleted function %r: %s", name, exc)
+    finally:
+        os.close(root)
+
+
+__all__ = ["Preopen", "check_paths", "opened", "remove_folder"]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from wasmlet.config import Settings
 from wasmlet.host.kv.base import KvStore
 from wasmlet.host.kv.quota import CountingStore, Limits, QuotaKv
+from wasmlet.host.preopens import remove_folder
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -48,7 +49,9 @@ class HostServices:
                 store.limits = limits
 
     def drop_function(self, name: str) -> None:
-        """A function was deleted: its own keys and secrets go with it."""
+        """A function was deleted: its own keys, secrets and files go with it (a function
+        deployed later under the name starts empty)."""
+        remove_folder(self.settings.data_dir / "files", name)
         scope = f"fn:{name}"
         self.kv_memory.drop_scope(scope)
         self.kv_persistent.drop_scope(scope)
