@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -186,7 +187,11 @@ def test_the_metrics_port_with_several_workers(tmp_path_factory: pytest.TempPath
             for _ in range(4):
                 assert op.post("/fn/opfn?args=12,18").json() == {"result": 6}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as m:
-            assert 'function="opfn"' in m.get("/metrics").text  # both workers' metrics
+            # Both workers' metrics; records are counted in batches, so allow a moment.
+            deadline = time.monotonic() + 20
+            while 'function="opfn"' not in (text := m.get("/metrics").text):
+                assert time.monotonic() < deadline, text[-2000:]
+                time.sleep(0.2)
             for _ in range(4):  # whichever worker accepts the connection
                 assert_error(m.post("/fn/opfn?args=12,18"), 404, "not_found")
         with client_with(server, None) as anon:
