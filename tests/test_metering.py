@@ -206,8 +206,11 @@ def test_attached_to_a_loop_it_counts_there_and_the_thread_writes(repo: Reposito
             record(meter, busy, i)
             if i == 7:
                 record(meter, quiet, i)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and len(repo.invocations(busy)) < 4:
+        newest = f"#{metering._SLICE + 500 - 1}"  # wait for the last slice, not the first
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and newest not in (
+            r.logs for r in repo.invocations(busy)
+        ):
             await asyncio.sleep(0.05)
 
     try:
