@@ -61,8 +61,9 @@ log = logging.getLogger("wasmlet")
 # lives. Both are pinned exactly in pyproject.toml for this; tests/api/test_http_protocol.py
 # fails naming any of these that a new version drops. Besides these, every parser callback
 # and connection method BoundedHttpToolsProtocol overrides must still be one uvicorn has
-# (the test checks that too), and `_FastCycle` must have every attribute uvicorn reads of
-# a cycle once its response is complete.
+# (the test checks that too), `_FastCycle` must have every attribute uvicorn reads of a
+# cycle once its response is complete, and uvicorn's data_received must answer an
+# HttpParserError raised from a callback through send_400_response (the 431; tested).
 RELIED_ON: dict[str, tuple[str, ...]] = {
     "uvicorn.protocols.http.httptools_impl": (
         "HEADER_RE",  # response header checks, as uvicorn's cycle makes them

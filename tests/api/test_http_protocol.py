@@ -32,7 +32,7 @@ from wasmlet.http_protocol import RELIED_ON, BoundedHttpToolsProtocol, _FastCycl
 # uvicorn's protocol reads these of a cycle only after checking `response_complete`, which
 # is True for a _FastCycle whenever uvicorn's own callbacks run (the fast lane handles the
 # body of a request it serves itself).
-_READ_ONLY_WHILE_INCOMPLETE = {"body", "more_body"}
+_READ_ONLY_BEFORE_THE_RESPONSE_IS_COMPLETE = {"body", "more_body"}
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +140,7 @@ def test_fast_cycle_has_what_uvicorn_reads_of_a_cycle() -> None:
         and node.value.value.id == "self"
     }
     assert "response_complete" in read  # the walk found something
-    assert read - set(_FastCycle.__slots__) - _READ_ONLY_WHILE_INCOMPLETE == set()
+    assert read - set(_FastCycle.__slots__) - _READ_ONLY_BEFORE_THE_RESPONSE_IS_COMPLETE == set()
 
 
 class DecliningLane:
