@@ -99,6 +99,17 @@ RELIED_ON: dict[str, tuple[str, ...]] = {
 # Outside a wasmlet app (an app without settings): the settings' defaults.
 _DEFAULT_SETTINGS = Settings.model_construct()
 
+
+def _settings_of(app: Any) -> Settings:
+    """The settings of the wasmlet app uvicorn serves, inside any middleware uvicorn wrapped
+    around it (each keeps the app it wraps as `.app`)."""
+    for _ in range(8):
+        if isinstance(app, HotPath):
+            return app.state.settings
+        app = getattr(app, "app", None)
+    return _DEFAULT_SETTINGS
+
+
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
@@ -155,11 +166,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         app = self.app
-        hot = app if isinstance(app, HotPath) else None
-        settings = hot.state.settings if hot is not None else _DEFAULT_SETTINGS
+        settings = _settings_of(app)
         self._max_header_bytes = settings.max_header_bytes
         self._header_timeout_s = settings.header_timeout_ms / 1000
-        self._lane: HotPath | None = hot if hot is not None and hot.fast_lane else None
+        # Only an app uvicorn did not wrap (server.py: no proxy headers, no trace logging):
+        # the fast lane would bypass the wrapper.
+        self._lane: HotPath | None = app if isinstance(app, HotPath) and app.fast_lane else None
         self._fast_body = []
 
     def on_message_begin(self) -> None:

@@ -189,9 +189,18 @@ def hot_path(max_header_bytes: int, header_timeout_ms: int) -> HotPath:
     return app
 
 
-def test_the_header_limits_come_from_the_apps_settings() -> None:
+@pytest.mark.parametrize("proxy_headers", [False, True])
+def test_the_header_limits_come_from_the_apps_settings(proxy_headers: bool) -> None:
+    """Also when uvicorn wraps the app in a middleware (proxy_headers)."""
+
+    def connect() -> tuple[BoundedHttpToolsProtocol, Transport]:
+        app = hot_path(max_header_bytes=2048, header_timeout_ms=100)
+        proto, transport = protocol(app, proxy_headers=proxy_headers)
+        assert (proto.app is app) != proxy_headers
+        return proto, transport
+
     async def main() -> None:
-        proto, transport = protocol(hot_path(max_header_bytes=2048, header_timeout_ms=100))
+        proto, transport = connect()
         # httptools reports a header when the next one starts.
         proto.data_received(b"GET /x HTTP/1.1\r\nX-A: " + b"a" * 1500 + b"\r\nX-B: ")
         assert transport.written == b""  # under 2048: still reading
@@ -200,7 +209,7 @@ def test_the_header_limits_come_from_the_apps_settings() -> None:
         assert b"request headers exceed 2048 bytes" in transport.written
         assert transport.closed
 
-        proto, transport = protocol(hot_path(max_header_bytes=2048, header_timeout_ms=100))
+        proto, transport = connect()
         proto.data_received(b"GET /x HTTP/1.1\r\nHost: a\r\n")
         while not transport.closed:  # the header deadline's timer ticks every 0.1 s
             await asyncio.sleep(0.05)
