@@ -2,12 +2,13 @@
 invocations.
 
 Limits: the size of a request's header block and the time the header block may take to
-arrive.
+arrive (the settings max_header_bytes and header_timeout_ms, read from the app's settings
+when a connection is made).
 
 httptools accepts headers of any size and waits for them forever, so one client can hold
 a connection (and a place under `limit_concurrency`) open by sending a header a byte at a
 time, or make the server buffer megabytes of headers. Here a header block over
-MAX_HEADER_BYTES is answered with 431, and one not complete HEADER_TIMEOUT_S after the
+max_header_bytes is answered with 431, and one not complete header_timeout_ms after the
 request began with 408; both close the connection. Bodies have their own deadline
 (api/hotpath.py).
 
@@ -21,13 +22,19 @@ Expect: 100-continue, upgrades, requests pipelined behind one in progress) takes
 ordinary path. A call that cannot run inline (offloaded, queued, replayed) continues in a
 task. While the fast lane serves a request, `_FastCycle` stands in for uvicorn's cycle, so
 uvicorn's own pipelining, disconnect and shutdown handling work unchanged.
+
+This leans on uvicorn's and httptools' internals, not only their public API: the names
+are listed in RELIED_ON below, pyproject.toml pins both packages exactly, and
+tests/api/test_http_protocol.py checks every name on the modules and a real protocol.
+Where uvicorn has the code as a method (header parsing, the 400 answer, the ASGI path) it
+is called, not copied; its 503 rule, written inline in a method the fast lane replaces, is
+repeated, and that test holds the copy to uvicorn's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable
 from typing import Any
@@ -44,14 +51,64 @@ from uvicorn.protocols.http.httptools_impl import (
 from wasmlet.abi import Outcome
 from wasmlet.api.hotpath import FastCall, HotPath
 from wasmlet.api.responses import Headers, error_outcome, response_parts
+from wasmlet.config import Settings
 from wasmlet.deadlines import Deadlines
 from wasmlet.errors import InvalidRequest, PayloadTooLarge, WasmletError
 
 log = logging.getLogger("wasmlet")
 
-# From the settings of the same names (server.py exports them to the worker processes).
-MAX_HEADER_BYTES = int(os.environ.get("WASMLET_MAX_HEADER_BYTES", 64 * 1024))
-HEADER_TIMEOUT_S = int(os.environ.get("WASMLET_HEADER_TIMEOUT_MS", 10_000)) / 1000
+# What this module uses of uvicorn and httptools beyond their public API, by where it
+# lives. Both are pinned exactly in pyproject.toml for this; tests/api/test_http_protocol.py
+# fails naming any of these that a new version drops. Besides these, every parser callback
+# and connection method BoundedHttpToolsProtocol overrides must still be one uvicorn has
+# (the test checks that too), `_FastCycle` must have every attribute uvicorn reads of a
+# cycle once its response is complete, and uvicorn's data_received must answer an
+# HttpParserError raised from a callback through send_400_response (the 431; tested).
+RELIED_ON: dict[str, tuple[str, ...]] = {
+    "uvicorn.protocols.http.httptools_impl": (
+        "HEADER_RE",  # response header checks, as uvicorn's cycle makes them
+        "HEADER_VALUE_RE",
+        "STATUS_LINE",  # the status lines uvicorn writes
+        "HttpToolsProtocol",
+        "RequestResponseCycle",  # what _FastCycle stands in for
+    ),
+    "httptools": ("HttpParserError", "parse_url"),
+    # Attributes of an HttpToolsProtocol (set by its __init__, connection_made and
+    # on_message_begin) that the fast lane reads or sets.
+    "HttpToolsProtocol": (
+        "app",
+        "connections",  # with tasks and limit_concurrency: uvicorn's 503 rule
+        "cycle",  # _FastCycle takes its place while the fast lane serves a request
+        "expect_100_continue",
+        "headers",
+        "limit_concurrency",
+        "loop",
+        "on_response_complete",  # finishes a request: keep-alive timer, pipelining
+        "parser",
+        "root_path",
+        "scope",
+        "server_state",
+        "tasks",
+        "transport",
+        "url",
+    ),
+    "HttpRequestParser": ("get_http_version", "get_method", "should_keep_alive", "should_upgrade"),
+    "ServerState": ("default_headers",),  # the date and server headers, renewed each second
+}
+
+# Outside a wasmlet app (an app without settings): the settings' defaults.
+_DEFAULT_SETTINGS = Settings.model_construct()
+
+
+def _settings_of(app: Any) -> Settings:
+    """The settings of the wasmlet app uvicorn serves, inside any middleware uvicorn wrapped
+    around it (each keeps the app it wraps as `.app`)."""
+    for _ in range(8):
+        if isinstance(app, HotPath):
+            return app.state.settings
+        app = getattr(app, "app", None)
+    return _DEFAULT_SETTINGS
+
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
@@ -98,6 +155,8 @@ class _FastCycle:
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    _max_header_bytes: int
+    _header_timeout_s: float
     _header_bytes = 0
     _refusal: tuple[int, str] | None = None
     _fast: FastCall | None = None  # the fast-lane request whose body is arriving
@@ -107,6 +166,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         app = self.app
+        settings = _settings_of(app)
+        self._max_header_bytes = settings.max_header_bytes
+        self._header_timeout_s = settings.header_timeout_ms / 1000
+        # Only an app uvicorn did not wrap (server.py: no proxy headers, no trace logging):
+        # the fast lane would bypass the wrapper.
         self._lane: HotPath | None = app if isinstance(app, HotPath) and app.fast_lane else None
         self._fast_body = []
 
@@ -114,18 +178,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._header_bytes = 0
         self._refusal = None
-        _HEADS.watch(self, time.monotonic() + HEADER_TIMEOUT_S, self._headers_too_slow)
+        _HEADS.watch(self, time.monotonic() + self._header_timeout_s, self._headers_too_slow)
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        name = name.lower()  # as uvicorn's on_header, inlined: it runs for every header
-        if name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        self.headers.append((name, value))
+        # _count inlined and the parent named rather than found with super(): this runs
+        # for every header, and super() costs more than the rest together.
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._max_header_bytes:
+            self._headers_too_big()
+        HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
         _HEADS.unwatch(self)
@@ -193,9 +258,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         method = parser.get_method().decode("ascii")
         limit = self.limit_concurrency
         if method == "HEAD" or (
+            # uvicorn's 503 rule, as its on_headers_complete has it (inline there, so it
+            # cannot be called): such a request is left to that method, which answers it.
+            # tests/api/test_http_protocol.py holds the two conditions together.
             limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit)
         ):
-            return False  # uvicorn answers 503 past its concurrency limit
+            return False
         url = httptools.parse_url(self.url)
         raw_path = url.path
         path = raw_path.decode("ascii")
@@ -294,14 +362,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _count(self, n: int) -> None:
         self._header_bytes += n
-        if self._header_bytes > MAX_HEADER_BYTES:
-            self._refusal = (431, f"request headers exceed {MAX_HEADER_BYTES} bytes")
-            # Stops the parser; data_received then answers through send_400_response.
-            raise httptools.HttpParserError(self._refusal[1])
+        if self._header_bytes > self._max_header_bytes:
+            self._headers_too_big()
+
+    def _headers_too_big(self) -> None:
+        self._refusal = (431, f"request headers exceed {self._max_header_bytes} bytes")
+        # Stops the parser; uvicorn's data_received then answers through send_400_response.
+        raise httptools.HttpParserError(self._refusal[1])
 
     def _headers_too_slow(self) -> None:
         if not self.transport.is_closing():
-            self._refuse(408, f"request headers not complete within {HEADER_TIMEOUT_S:g} s")
+            timeout = self._header_timeout_s
+            self._refuse(408, f"request headers not complete within {timeout:g} s")
 
     def send_400_response(self, msg: str) -> None:
         if self._refusal is not None:

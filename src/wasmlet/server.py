@@ -133,7 +133,7 @@ def serve(settings: Settings, *, examples: bool = False) -> None:
         # Port 0 picks a free one: the app must know which port it actually got.
         settings = settings.model_copy(update={"metrics_port": metrics_sock.getsockname()[1]})
     _export_settings(settings)
-    from wasmlet.http_protocol import BoundedHttpToolsProtocol  # reads the exported limits
+    from wasmlet.http_protocol import BoundedHttpToolsProtocol
 
     if settings.workers > 1:
         _prepare_metrics_dir(settings)
@@ -145,7 +145,9 @@ def serve(settings: Settings, *, examples: bool = False) -> None:
         workers=settings.workers,
         log_level="warning",
         access_log=False,
-        http=BoundedHttpToolsProtocol,  # httptools, with header size and time limits
+        # httptools, with header size and time limits (from the app's settings) and the
+        # invocation fast lane
+        http=BoundedHttpToolsProtocol,
         loop="uvloop",
         timeout_keep_alive=30,
         proxy_headers=False,  # X-Forwarded-* are not trusted unless a proxy is configured

@@ -187,6 +187,28 @@ def test_connection_close_and_http_1_0(fast: ServerProcess) -> None:
     assert closed  # HTTP/1.0 without keep-alive
 
 
+@pytest.mark.parametrize("expect", ["100-continue", "100-Continue \t"])
+def test_expect_100_continue_is_answered_before_the_body(
+    servers: dict[str, ServerProcess], expect: str
+) -> None:
+    """Both paths send `100 Continue`, then the answer once the body is in. Also when the
+    header value ends in whitespace: httptools keeps it, and uvicorn's on_header (called by
+    http_protocol.py; a copy of an older version of it did not) strips it."""
+    for server in servers.values():
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            head = f"POST {HELLO} HTTP/1.1\r\nHost: x\r\nExpect: {expect}\r\n"
+            sock.sendall(f"{head}Content-Length: 3\r\n\r\n".encode())
+            data = b""
+            while b"\r\n\r\n" not in data:  # without the 100: a 408 at the body deadline
+                data += sock.recv(65536)
+            assert data == b"HTTP/1.1 100 Continue\r\n\r\n", data
+            sock.sendall(b"Ada")
+            while not data.endswith(b"}"):
+                data += sock.recv(65536)
+        assert data.split(b"\r\n\r\n")[1].startswith(b"HTTP/1.1 200 "), data
+        assert data.endswith(b'{"message": "Hello Ada"}')
+
+
 def test_a_trickled_body_ends_at_the_deadline(fast: ServerProcess) -> None:
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", fast.port), timeout=10) as sock:
