@@ -21,7 +21,8 @@ def examples_dir() -> Path:
 
 
 def manifest() -> list[dict[str, Any]]:
-    return json.loads((examples_dir() / "manifest.json").read_text())
+    entries: list[dict[str, Any]] = json.loads((examples_dir() / "manifest.json").read_text())
+    return entries
 
 
 def deploy_examples(settings: Settings) -> list[str]:

@@ -154,6 +154,9 @@ class _FastCycle:
         self.message_event = _NoEvent()
 
 
+# The `type: ignore`s below stand for two facts the checker cannot see: a fast call (`_fast`)
+# exists only when there is a lane (`_lane`), and while the fast lane serves a request
+# `self.cycle` is its _FastCycle (uvicorn types the attribute as its RequestResponseCycle).
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _max_header_bytes: int
     _header_timeout_s: float
@@ -204,12 +207,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
             return
         self._fast_size += len(body)
-        limit = self._lane.max_body  # type: ignore[union-attr]
+        limit = self._lane.max_body  # type: ignore[union-attr]  # a fast call has a lane
         if self._fast_size > limit:
             self._drop_fast(call)
             self.cycle.keep_alive = False  # the rest of the body is not worth reading
             self._respond(
-                self.cycle,  # type: ignore[arg-type]
+                self.cycle,  # type: ignore[arg-type]  # a _FastCycle in the fast lane
                 error_outcome(PayloadTooLarge(f"request body exceeds the {limit}-byte limit")),
             )
             return
@@ -220,12 +223,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if call is None:
             super().on_message_complete()
             return
-        lane: HotPath = self._lane  # type: ignore[assignment]
+        lane: HotPath = self._lane  # type: ignore[assignment]  # a fast call has a lane
         self._fast = None
         lane.deadlines.unwatch(self)
         chunks, self._fast_body, self._fast_size = self._fast_body, [], 0
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        cycle: _FastCycle = self.cycle  # type: ignore[assignment]
+        cycle: _FastCycle = self.cycle  # type: ignore[assignment]  # set by _start_fast
         try:
             result = lane.fast_run(call, body)
         except Exception:  # a host-side bug: answer this request, keep serving the others
@@ -273,19 +276,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         scope["query_string"] = url.query or b""
         try:
-            answer = lane.fast(scope)
+            # uvicorn types its scope as a TypedDict; it is the dict the ASGI path gets too.
+            answer = lane.fast(scope)  # type: ignore[arg-type]
         except Exception:  # a host-side bug: let the ASGI path answer (and log) it
             log.exception("fast-lane admission failed")
             return False
         if answer is None:
             return False
+        # `cycle` keeps the type uvicorn gives self.cycle: hence this ignore and the next.
         self.cycle = cycle = _FastCycle(parser.should_keep_alive())  # type: ignore[assignment]
         if isinstance(answer, FastCall):
             self._fast = answer
             deadline = time.monotonic() + lane.deadlines.ms / 1000
             lane.deadlines.watch(self, deadline, self._body_too_slow)
         else:  # refused at admission; its body, if any, is read and dropped by the parser
-            self._respond(cycle, answer)  # type: ignore[arg-type]
+            self._respond(cycle, answer)  # type: ignore[arg-type]  # the _FastCycle above
         return True
 
     def _body_too_slow(self) -> None:
@@ -294,16 +299,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if call is None:
             return
         self._drop_fast(call)
-        cycle: _FastCycle = self.cycle  # type: ignore[assignment]
+        cycle: _FastCycle = self.cycle  # type: ignore[assignment]  # set by _start_fast
         cycle.keep_alive = False
-        ms = self._lane.deadlines.ms  # type: ignore[union-attr]
+        ms = self._lane.deadlines.ms  # type: ignore[union-attr]  # a fast call has a lane
         exc = InvalidRequest(
             f"the request body did not arrive within {ms} ms (body_timeout_ms)", status=408
         )
         self._respond(cycle, error_outcome(exc))
 
     def _drop_fast(self, call: FastCall) -> None:
-        lane: HotPath = self._lane  # type: ignore[assignment]
+        lane: HotPath = self._lane  # type: ignore[assignment]  # a fast call has a lane
         self._fast = None
         self._fast_body, self._fast_size = [], 0
         lane.deadlines.unwatch(self)

@@ -67,8 +67,8 @@ def _observe_many(histogram: Histogram, buckets: list[int], total: float) -> Non
     updates (tests/test_metering.py checks the result against observe())."""
     for index, n in enumerate(buckets):
         if n:
-            histogram._buckets[index].inc(n)  # type: ignore[attr-defined]
-    histogram._sum.inc(total)  # type: ignore[attr-defined]
+            histogram._buckets[index].inc(n)
+    histogram._sum.inc(total)
 
 
 _RECORD_FIELDS = (

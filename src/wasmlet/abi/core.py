@@ -114,7 +114,7 @@ def _convert(raw: Any, kinds: tuple[str, ...], names: list[str] | None, export: 
         raw = [raw]
     if len(raw) != len(kinds):
         raise InvalidRequest(f"export {export!r} takes {len(kinds)} argument(s), got {len(raw)}")
-    values = []
+    values: list[int | float] = []
     for i, value in enumerate(raw):
         # Fast path for the usual JSON integer in range (~3x cheaper than _number).
         bounds = _INT_RANGE.get(kinds[i])

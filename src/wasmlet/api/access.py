@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import Request
@@ -57,7 +58,8 @@ _KEY_TEXT = re.compile(rb"wl_[0-9a-f]{12}_", re.IGNORECASE)
 def _token(scope: dict[str, Any]) -> str | None:
     """A wasmlet key the request carries. Other credentials (a bearer token meant for the
     function itself) are not ours: they pass through to the guest untouched."""
-    for key, value in scope["headers"]:
+    headers: Iterable[tuple[bytes, bytes]] = scope["headers"]
+    for key, value in headers:
         if key == b"authorization":
             kind, _, token = value.decode("latin-1").strip().partition(" ")
             if kind.lower() == "bearer" and is_key(token):
@@ -206,7 +208,7 @@ class Access:
 
 def caller(request: Request) -> Principal:
     """The authenticated caller (the hot path has checked the key and scope already)."""
-    principal = request.scope.get("state", {}).get("principal")
+    principal: Principal | None = request.scope.get("state", {}).get("principal")
     if principal is None:  # only if a route is reached without passing the hot path
         raise Unauthorized("an API key is required")
     return principal

@@ -117,7 +117,7 @@ def build_app(state: AppState) -> HotPath:
             api.openapi_schema = schema
         return api.openapi_schema
 
-    api.openapi = openapi  # type: ignore[method-assign]
+    api.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
     if state.settings.cors_origins:  # off unless origins are configured
         from fastapi.middleware.cors import CORSMiddleware
 

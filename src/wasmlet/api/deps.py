@@ -8,4 +8,5 @@ from wasmlet.api.state import AppState
 
 
 def get_state(request: Request) -> AppState:
-    return request.app.state.wasmlet
+    state: AppState = request.app.state.wasmlet
+    return state

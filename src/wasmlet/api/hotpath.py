@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from wasmlet.abi import Invocation, Outcome
 from wasmlet.abi.base import is_json
@@ -140,14 +140,15 @@ class HotPath:
         """The metrics port serves the scrape and the health probe, nothing else: no
         invocation, route or management request, with or without a key."""
         if scope["path"] in ("/metrics", "/healthz") and scope["method"] == "GET":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         await send_error(send, NotFound("the metrics port serves only /metrics and /healthz"))
 
     def _loading_routes(self, receive: Any) -> Any:
         """Load the route table when the server starts, before it reports ready."""
 
         async def wrapped() -> dict[str, Any]:
-            message = await receive()
+            message: dict[str, Any] = await receive()
             if message["type"] == "lifespan.startup":
                 await self.router.refresh()
             return message
@@ -413,8 +414,8 @@ class BodyReader:
 
     def __init__(self, owner: BodyDeadlines, receive: Any, send: Any) -> None:
         self.owner = owner
-        self._receive = receive
-        self._send = send
+        self._receive: Callable[[], Awaitable[dict[str, Any]]] = receive
+        self._send: Callable[[dict[str, Any]], Awaitable[None]] = send
         self.deadline = time.monotonic() + owner.ms / 1000
         self.task: asyncio.Task[Any] | None = None
         self.reading = True
@@ -440,7 +441,7 @@ class BodyReader:
         except asyncio.CancelledError:
             if not self.expired:
                 raise
-            self.task.uncancel()  # type: ignore[union-attr]
+            self.task.uncancel()
             exc = self._too_slow()
             if not self._started:
                 self._answered = True
@@ -468,7 +469,8 @@ class BodyReader:
 
 
 def _has_body(scope: Scope) -> bool:
-    for key, value in scope["headers"]:
+    headers: Iterable[tuple[bytes, bytes]] = scope["headers"]
+    for key, value in headers:
         if key == b"content-length":
             return value != b"0"
         if key == b"transfer-encoding":
@@ -483,7 +485,7 @@ def _route_target(found: Match) -> Target:
     return Target(route.function, True, found.path, "route", None, script_name)
 
 
-def _load_routes(sessions: sessionmaker) -> Snapshot:
+def _load_routes(sessions: sessionmaker[Session]) -> Snapshot:
     """The routes and the host assignments they are checked against. A write between the
     two reads bumps the generation again, so the next request reloads both."""
     with sessions() as s:

@@ -24,6 +24,7 @@ from wasmlet.auth import tokens
 from wasmlet.errors import InvalidRequest, NotFound
 from wasmlet.names import DEFAULT_NAMESPACE, NAMESPACE_RE
 from wasmlet.registry.changes import ChangeSignal
+from wasmlet.registry.db import rowcount
 from wasmlet.registry.models import ApiKey, utcnow
 from wasmlet.registry.views import UtcDatetime
 
@@ -145,11 +146,13 @@ class KeyStore:
     def revoke(self, key_id: str) -> bool:
         """Revoke a key everywhere at once (every worker reloads on the change signal)."""
         with self.sessions.begin() as s:
-            done = s.execute(
-                update(ApiKey)
-                .where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
-                .values(revoked_at=utcnow())
-            ).rowcount
+            done = rowcount(
+                s.execute(
+                    update(ApiKey)
+                    .where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
+            )
         self.changes.bump()
         return bool(done)
 

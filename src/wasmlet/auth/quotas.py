@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -199,13 +200,13 @@ class Limiter:
 
 def _override(base: Quota, row: NamespaceQuota) -> Quota:
     """A namespace's row on top of the defaults: each NULL column keeps the default."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # Quota's fields, read by name
     for field in _NUMBERS:
         value = getattr(row, field)
         values[field] = getattr(base, field) if value is None else value
     egress = parse_egress(row.egress_allow)
     values["egress_allow"] = base.egress_allow if egress is None else egress
-    quota = Quota(**values)  # type: ignore[arg-type]
+    quota = Quota(**values)
     return UNLIMITED if quota == UNLIMITED else quota
 
 

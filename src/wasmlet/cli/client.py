@@ -7,6 +7,7 @@ error code and message the server sent (`{"error": {"code", "message"}}`), or
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -142,7 +143,9 @@ class Client:
         request = self._http.build_request("POST", _API, data=data, files=files)
         # Re-stream the encoded multipart body in small chunks so the caller can show
         # upload progress; the explicit Content-Length keeps the request un-chunked.
-        body = b"".join(request.stream)  # type: ignore[arg-type]
+        stream = request.stream
+        assert isinstance(stream, httpx.SyncByteStream)  # built by a sync client
+        body = b"".join(stream)
         headers = {
             "content-type": request.headers["content-type"],
             "content-length": str(len(body)),
@@ -156,7 +159,8 @@ class Client:
     def get(self, name: str) -> dict[str, Any]:
         return self._json(self._send("GET", f"{_API}/{_seg(name)}"))
 
-    def versions(self, name: str) -> list[dict[str, Any]]:
+    # `list` below names the method above, hence builtins.list.
+    def versions(self, name: str) -> builtins.list[dict[str, Any]]:
         return self._json(self._send("GET", f"{_API}/{_seg(name)}/versions"))["versions"]
 
     def rollback(self, name: str, digest: str) -> dict[str, Any]:
@@ -166,7 +170,7 @@ class Client:
     def delete(self, name: str) -> dict[str, Any]:
         return self._json(self._send("DELETE", f"{_API}/{_seg(name)}"))
 
-    def invocations(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+    def invocations(self, name: str, limit: int = 50) -> builtins.list[dict[str, Any]]:
         path = f"{_API}/{_seg(name)}/invocations"
         return self._json(self._send("GET", path, params={"limit": limit}))["invocations"]
 

@@ -87,7 +87,8 @@ def _memory_impl(fn: HostFn) -> Callable[..., Any]:
         i = 0
         for kind in kinds:
             if kind == "b":
-                args.append(_read(caller, memory, raw[i], raw[i + 1]))  # type: ignore[arg-type]
+                assert memory is not None  # fetched above: a "b" kind is in kinds
+                args.append(_read(caller, memory, raw[i], raw[i + 1]))
                 i += 2
             else:
                 args.append(raw[i])
@@ -99,7 +100,8 @@ def _memory_impl(fn: HostFn) -> Callable[..., Any]:
             return -1
         out_ptr, out_cap = raw[i], raw[i + 1]
         if len(result) <= out_cap:
-            _write(caller, memory, out_ptr, result)  # type: ignore[arg-type]
+            assert memory is not None  # fetched above: the result is bytes
+            _write(caller, memory, out_ptr, result)
         else:
             ctx.pending = result
         return len(result)
@@ -132,7 +134,12 @@ def define_memory(linker: wasmtime.Linker, spec: FunctionSpec) -> None:
     )
 
 
-def memory_provides(module: str, name: str, sig: Any, spec: FunctionSpec) -> bool:
+def memory_provides(
+    module: str,
+    name: str,
+    sig: tuple[tuple[str, ...], tuple[str, ...]] | None,
+    spec: FunctionSpec,
+) -> bool:
     """Whether the memory binding links this import for a function with this spec."""
     if module != MEMORY_NS:
         return False

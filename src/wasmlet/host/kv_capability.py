@@ -10,6 +10,8 @@ can neither read nor list another function's keys.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from wasmlet.host.context import HostContext, HostError
 from wasmlet.host.kv.base import KvError, KvStore
@@ -77,10 +79,13 @@ def _key(ctx: HostContext, raw: bytes) -> str:
     return key
 
 
-def _guarded(action):  # type: ignore[no-untyped-def]
+_R = TypeVar("_R")
+
+
+def _guarded(action: Callable[..., _R]) -> Callable[..., _R]:
     """Store failures (a bad value, Redis down) fail the call, never the server."""
 
-    def run(*args):  # type: ignore[no-untyped-def]
+    def run(*args: Any) -> _R:
         try:
             return action(*args)
         except KvError as exc:

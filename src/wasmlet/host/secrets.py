@@ -37,13 +37,14 @@ import sqlalchemy
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import SecretStr
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from wasmlet.config import Settings
 from wasmlet.errors import InvalidRequest, WasmletError
 from wasmlet.names import is_valid_name
 from wasmlet.registry.changes import ChangeSignal
-from wasmlet.registry.db import make_sessionmaker
+from wasmlet.registry.db import make_sessionmaker, rowcount
 from wasmlet.registry.models import Secret, utcnow
 
 log = logging.getLogger("wasmlet.secrets")
@@ -214,14 +215,14 @@ class _Loaded:
 def _upsert(s: Session, row: dict[str, object]) -> None:
     """Insert or replace in one statement, so two concurrent sets cannot collide."""
     dialect = s.get_bind().dialect.name
+    stmt: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        stmt = sqlite.insert(Secret).values(**row)
     elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        stmt = postgresql.insert(Secret).values(**row)
     else:  # a dialect without ON CONFLICT: read-then-write inside the transaction
         s.merge(Secret(**row))
         return
-    stmt = insert(Secret).values(**row)
     excluded = stmt.excluded
     s.execute(
         stmt.on_conflict_do_update(
@@ -259,9 +260,9 @@ class SecretStore:
     def delete(self, function: str, key: str) -> bool:
         """Remove a secret; False when there was none."""
         with self._sessions.begin() as s:
-            gone = s.execute(
-                delete(Secret).where(Secret.function == function, Secret.key == key)
-            ).rowcount
+            gone = rowcount(
+                s.execute(delete(Secret).where(Secret.function == function, Secret.key == key))
+            )
         if gone:
             self._signal.bump()
         return bool(gone)
@@ -269,7 +270,7 @@ class SecretStore:
     def drop_function(self, function: str) -> int:
         """Remove every secret of a function (when it is deleted for good); how many."""
         with self._sessions.begin() as s:
-            gone = s.execute(delete(Secret).where(Secret.function == function)).rowcount
+            gone = rowcount(s.execute(delete(Secret).where(Secret.function == function)))
         if gone:
             self._signal.bump()
         return gone

@@ -35,7 +35,8 @@ class ChangeSignal:
 
     @property
     def generation(self) -> int:
-        return struct.unpack_from("<Q", self._map)[0]
+        generation: int = struct.unpack_from("<Q", self._map)[0]
+        return generation
 
     def bump(self) -> None:
         with open(self.path, "rb") as lock:

@@ -126,8 +126,11 @@ class Deployer:
         info = candidate.info
         abi_name = update.abi or (base.abi if base else None) or _guess_abi(info)
         abi = get_abi(abi_name)
-        same_abi = base is not None and base.abi == abi_name
-        export = update.export or (base.export if same_abi else None) or abi.default_export(info)
+        kept = base if base is not None and base.abi == abi_name else None  # same abi only
+        same_abi = kept is not None
+        export = (
+            update.export or (kept.export if kept is not None else None) or abi.default_export(info)
+        )
         if export is None:
             names = ", ".join(sorted(info.func_exports)) or "none"
             raise InvalidRequest(
@@ -135,7 +138,7 @@ class Deployer:
             )
         reuse = update.reuse
         if reuse is None:
-            reuse = base.reuse if same_abi else abi.default_reuse
+            reuse = kept.reuse if kept is not None else abi.default_reuse
         if base is not None:
             values = merge(base, SpecUpdate())  # a patch keeps every field it does not name
         else:
@@ -268,6 +271,7 @@ class Deployer:
                 exports=module_meta(candidate.info),
             )
         self.changes.bump()
+        assert view.active_version is not None  # add_version made the new version active
         log.info("deployed %s %s (%s)", name, view.active_version.digest[:19], spec.abi)
         return view, created
 

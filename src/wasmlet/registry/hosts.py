@@ -64,7 +64,7 @@ def owners(s: Session) -> HostOwners:
 
 
 class HostStore:
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
     def owners(self) -> HostOwners:

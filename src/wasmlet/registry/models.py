@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -27,6 +28,13 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Table a model is mapped to (declarative types `__table__` as any FromClause)."""
+    table = model.__table__
+    assert isinstance(table, Table)  # every model here is a plain mapped table
+    return table
 
 
 class Function(Base):

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from wasmlet.errors import InvalidRequest, NotFound
 from wasmlet.names import DEFAULT_NAMESPACE, SEPARATOR, namespace_of
-from wasmlet.registry.models import Function, InvocationRecord, Version, utcnow
+from wasmlet.registry.db import rowcount
+from wasmlet.registry.models import Function, InvocationRecord, Version, table_of, utcnow
 from wasmlet.registry.views import FunctionView, InvocationView, VersionView
 
 
@@ -61,7 +62,7 @@ def _lock_for_write(s: Session) -> None:
 
 
 class Repository:
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
     # -- functions and versions ------------------------------------------------------------
@@ -223,7 +224,7 @@ class Repository:
         rows = list(records)
         if not rows:
             return
-        table = InvocationRecord.__table__
+        table = table_of(InvocationRecord)
         columns = [c for c in table.columns if c.name != "id"]
         engine = self.sessions.kw["bind"]
         dialect = engine.dialect
@@ -274,5 +275,5 @@ class Repository:
                             InvocationRecord.function == name, InvocationRecord.id <= cutoff
                         )
                     )
-                    removed += result.rowcount or 0
+                    removed += rowcount(result)
         return removed

@@ -75,7 +75,7 @@ def list_routes(s: Session) -> list[RouteView]:
 
 
 class RouteStore:
-    def __init__(self, sessions: sessionmaker) -> None:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
     def list_routes(self) -> list[RouteView]:

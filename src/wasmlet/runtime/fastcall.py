@@ -50,9 +50,10 @@ def guarded(impl: Callable[..., Any]) -> Callable[..., Any]:
 
 def raise_pending() -> None:
     """Re-raise the exception a host function raised on this thread during the call."""
-    exc = getattr(_RAISED, "exc", None)
-    if exc is None:
+    pending: BaseException | None = getattr(_RAISED, "exc", None)
+    if pending is None:
         return
+    exc = pending  # a new name: mypy would widen `pending` to Optional again at the `is`
     _RAISED.exc = None
     if _wasmtime_func.LAST_EXCEPTION is exc:
         _wasmtime_func.LAST_EXCEPTION = None
@@ -74,6 +75,7 @@ def _failure(err: int | None, trap: ctypes.c_void_p) -> BaseException:
         exc = wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, _ErrPtr))
     else:
         address, trap.value = trap.value, None
+        assert address is not None  # the caller saw an error or a trap
         exc = wasmtime.Trap._from_ptr(ctypes.cast(address, _TrapPtr))
     raise_pending()
     return exc
@@ -89,7 +91,7 @@ def kind_of(valtype: wasmtime.ValType) -> str:
 # Each raw value is a 16-byte union (room for a v128). Typed views over the same buffer
 # let us read and write slots by index without creating a ctypes object per access.
 _SLOT = 16
-_VIEW_TYPES = {
+_VIEW_TYPES: dict[str, type[ctypes._SimpleCData[Any]]] = {
     "i32": ctypes.c_int32,
     "i64": ctypes.c_int64,
     "f32": ctypes.c_float,

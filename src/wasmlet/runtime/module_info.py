@@ -14,18 +14,27 @@ import wasmtime
 
 from wasmlet.runtime.wasm_reader import WasmReader
 
+# What an import or export is, as wasmtime-py describes it.
+ExternType = (
+    wasmtime.FuncType
+    | wasmtime.MemoryType
+    | wasmtime.TableType
+    | wasmtime.GlobalType
+    | wasmtime.TagType
+)
+
 
 @dataclass(frozen=True)
 class Import:
     module: str
     name: str
-    type: wasmtime.FuncType | wasmtime.MemoryType | wasmtime.TableType | wasmtime.GlobalType
+    type: ExternType
 
 
 @dataclass(frozen=True)
 class ModuleInfo:
     imports: list[Import]
-    exports: dict[str, object]  # export name -> wasmtime extern type
+    exports: dict[str, ExternType]  # export name -> its type
     param_names: dict[str, list[str]] = field(default_factory=dict)  # export -> names
 
     @property
@@ -145,11 +154,11 @@ def _param_names(wasm: bytes) -> dict[str, list[str]]:
             param_counts[imported_funcs + i] = type_params[type_index]
     result: dict[str, list[str]] = {}
     for index, export_names in func_exports.items():
-        names = local_names.get(index)
+        locals_ = local_names.get(index)
         count = param_counts.get(index)
-        if not names or count is None:
+        if not locals_ or count is None:
             continue
-        params = [names.get(i, "") for i in range(count)]
+        params = [locals_.get(i, "") for i in range(count)]
         if all(params):
             for export_name in export_names:
                 result[export_name] = params

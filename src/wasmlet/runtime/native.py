@@ -16,6 +16,8 @@ int would go through as a C int. The plain functions below wrap them for any cal
 from __future__ import annotations
 
 import ctypes
+from _ctypes import CFuncPtr
+from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as _b
@@ -24,8 +26,10 @@ _lib = ctypes.PyDLL(_b.dll._name)
 _Err = ctypes.POINTER(_b.wasmtime_error_t)
 
 
-def _bind(name: str, restype: object) -> ctypes._CFuncPtr:
-    fn = getattr(_lib, name)
+def _bind(
+    name: str, restype: type[ctypes._SimpleCData[Any]] | type[ctypes._Pointer[Any]] | None
+) -> CFuncPtr:
+    fn: CFuncPtr = getattr(_lib, name)
     fn.restype = restype
     return fn
 
@@ -87,4 +91,5 @@ def memory_base(ctx: object, memory: wasmtime.Memory) -> int:
 
 
 def memory_size(ctx: object, memory: wasmtime.Memory) -> int:
-    return raw_memory_size(ctx, ctypes.byref(memory._memory))  # type: ignore[no-any-return]
+    size: int = raw_memory_size(ctx, ctypes.byref(memory._memory))  # restype c_size_t: an int
+    return size

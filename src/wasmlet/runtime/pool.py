@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import gc
 import time
+import types
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
@@ -122,11 +123,12 @@ class InstancePool:
         )  # memory_size, table_elements, then instances, tables, memories: unset
         # An InstancePre's own instantiate (most ABIs') is called raw too; the bound method
         # in self.instantiate keeps the InstancePre alive.
-        pre = getattr(self.instantiate, "__self__", None)
+        method = self.instantiate
         self._pre = (
-            pre.ptr()
-            if isinstance(pre, wasmtime.InstancePre)
-            and self.instantiate.__func__ is wasmtime.InstancePre.instantiate  # type: ignore[attr-defined]
+            method.__self__.ptr()
+            if isinstance(method, types.MethodType)
+            and isinstance(method.__self__, wasmtime.InstancePre)
+            and method.__func__ is wasmtime.InstancePre.instantiate
             else None
         )
 
@@ -242,7 +244,8 @@ class InstancePool:
         """
         ptr = native.raw_store_new(self._engine_ptr, None, None)
         store = wasmtime.Store.__new__(wasmtime.Store)
-        store._Managed__ptr = ptr  # type: ignore[attr-defined]  # what Store.__init__ sets
+        # What Store.__init__ sets, by their mangled names (wasmtime-py declares neither).
+        store._Managed__ptr = ptr  # type: ignore[attr-defined]
         ctx = store._Store__context = native.raw_store_context(ptr)  # type: ignore[attr-defined]
         store.engine = self.engine
         native.raw_store_limiter(ptr, *self._limits)

@@ -59,7 +59,8 @@ def config_get(caller: wasmtime.Caller, key: int) -> int:
     _free(ctx, key)
     # The function's config, then its secrets: unmodified plugins read credentials this way.
     value = ctx.config.get(name) or settings.secret(ctx, name)
-    return ctx.kernel.write(value.encode()) if value else 0  # type: ignore[union-attr]
+    assert ctx.kernel is not None  # set when the plugin's store was instantiated
+    return ctx.kernel.write(value.encode()) if value else 0
 
 
 def var_get(caller: wasmtime.Caller, key: int) -> int:
@@ -67,7 +68,8 @@ def var_get(caller: wasmtime.Caller, key: int) -> int:
     name = _text(ctx, key, "key")
     _free(ctx, key)
     value = _claimed(ctx, lambda: ctx.var(name))
-    return ctx.kernel.write(value) if value else 0  # type: ignore[union-attr]
+    assert ctx.kernel is not None  # set when the plugin's store was instantiated
+    return ctx.kernel.write(value) if value else 0
 
 
 def var_set(caller: wasmtime.Caller, key: int, value: int) -> None:
@@ -75,7 +77,8 @@ def var_set(caller: wasmtime.Caller, key: int, value: int) -> None:
     if ctx.max_var_bytes == 0:
         raise HostError("Vars are disabled by this host")
     name = _text(ctx, key, "key")
-    data = ctx.kernel.read(value) if value else b""  # type: ignore[union-attr]
+    assert ctx.kernel is not None  # set when the plugin's store was instantiated
+    data = ctx.kernel.read(value) if value else b""
     _free(ctx, key, value)
     _claimed(ctx, ctx.claim_vars)
     if not data:
@@ -136,7 +139,8 @@ def http_headers(caller: wasmtime.Caller) -> int:
     ctx = context_of(caller)
     if ctx.http_headers is None:
         return 0
-    return ctx.kernel.write(json.dumps(ctx.http_headers).encode())  # type: ignore[union-attr]
+    assert ctx.kernel is not None  # set when the plugin's store was instantiated
+    return ctx.kernel.write(json.dumps(ctx.http_headers).encode())
 
 
 # -- logs ---------------------------------------------------------------------------------

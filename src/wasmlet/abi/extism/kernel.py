@@ -65,7 +65,7 @@ def _compile(
 ) -> wasmtime.Module:
     """`wat` compiled, its function exports checked against the signatures FastFuncs of it
     will assume (they call unchecked: a mismatch would corrupt memory, not fail)."""
-    module = wasmtime.Module(engine, wasmtime.wat2wasm(wat))
+    module = wasmtime.Module(engine, wat)  # text: Module compiles it with wat2wasm
     found = {e.name: e.type for e in module.exports}
     for name, sig in signatures.items():
         ty = found.get(name)
@@ -255,7 +255,8 @@ class Kernel:
         """(output bytes, error message or None) in one wasm call and at most two copies."""
         end = self._end
         end.invoke()
-        return self._ended(*_END.unpack_from(end.raw), self._current())
+        out_off, out_len, err, err_len = _END.unpack_from(end.raw)
+        return self._ended(out_off, out_len, err, err_len, self._current())
 
     def call(
         self, data: bytes, fn: FastFunc, runner: FastFunc | None = None
@@ -289,7 +290,7 @@ class Kernel:
         runner = self.runners.get(name)
         if runner is None:
             module = runner_module(self.store.engine, returns_code)
-            imports = [self._begin_func, self._end_func, self.memory, export]
+            imports = (self._begin_func, self._end_func, self.memory, export)
             instance = wasmtime.Instance(self.store, module, imports)
             run = instance.exports(self.store)["run"]
             assert isinstance(run, wasmtime.Func)

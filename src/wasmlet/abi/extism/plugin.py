@@ -171,7 +171,9 @@ class ExtismAbi:
 
         def instantiate(store: wasmtime.Store) -> wasmtime.Instance:
             kernel = Kernel.instantiate(store)
-            CONTEXTS[store_address(store)].kernel = kernel  # type: ignore[attr-defined]
+            ctx = CONTEXTS[store_address(store)]
+            assert isinstance(ctx, PluginContext)  # attached by configure_store
+            ctx.kernel = kernel
             linked: dict[str, Any] = {}
 
             def resolve(steps: list[tuple[str, str, str]]) -> list[Any]:
@@ -305,6 +307,7 @@ class ExtismAbi:
         if export == "_start":
             slot.retired = True  # WASI command semantics: never reuse after _start
         done = None
+        message: str | None
         try:
             done = kernel.call(inv.body, fn, runner)
         except HostTimeout:

@@ -115,7 +115,10 @@ class RedisKv:
 
     def get(self, scope: str, key: str) -> bytes | None:
         value = self._redis.get(self._name(scope, key))
-        return None if value is None else bytes(value)
+        if value is None:
+            return None
+        assert isinstance(value, bytes)  # decode_responses is off: Redis answers bytes
+        return value
 
     def set(
         self,

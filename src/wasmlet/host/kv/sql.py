@@ -32,9 +32,9 @@ from wasmlet.host.kv.base import KvError
 from wasmlet.host.kv.memory import check_ttl, counter_value
 from wasmlet.host.kv.scopes import global_scope_of, tenant_fn_prefix
 from wasmlet.names import SEPARATOR
-from wasmlet.registry.models import KvEntry
+from wasmlet.registry.models import KvEntry, table_of
 
-_T = KvEntry.__table__
+_T = table_of(KvEntry)
 _MAX_KEY_CHARS = 1024  # the width of kv_entries.key
 _LIKE_ESCAPE = "\\"
 _KEYS_BATCH = 500
