@@ -10,7 +10,15 @@ from typing import Any
 
 import httpx
 
-from tests.api.support import FIXTURES, GCD_WAT, assert_error, deploy, deployed, unique
+from tests.api.support import (
+    FIXTURES,
+    GCD_WAT,
+    assert_error,
+    deploy,
+    deployed,
+    metric_value,
+    unique,
+)
 from tests.helpers import ServerProcess
 
 
@@ -29,7 +37,12 @@ def test_full_pool_answers_503_with_retry_after_then_recovers(tmp_path: Path) ->
                 base_url=server.url, timeout=30, headers=server.auth_headers()
             ) as ac:
                 hog = asyncio.create_task(ac.post(f"/api/v1/functions/{slow}/invoke", json={}))
-                await asyncio.sleep(0.5)  # the hog now holds the only slot (off-loop)
+                # Once it is offloaded, the hog holds the only slot (the 30 s: a stall guard).
+                deadline = time.monotonic() + 30
+                with server.client() as c:
+                    while not metric_value(c, "wasmlet_offloaded_calls_total", function=slow):
+                        assert time.monotonic() < deadline and not hog.done()
+                        await asyncio.sleep(0.02)
                 started = time.monotonic()
                 refused = await ac.post(f"/api/v1/functions/{slow}/invoke", json={})
                 waited = time.monotonic() - started
