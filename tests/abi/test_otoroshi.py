@@ -584,9 +584,9 @@ def test_plugin_datastore(pool, services) -> None:
     assert raw("pttl", "n") == -1
     assert raw("pttl", "zzz") == -2
     assert raw("set", {"key": "t", "value": "v", "ttl": 60_000}) == 1
-    assert 59_000 < raw("pttl", "t") <= 60_000
+    assert 30_000 < raw("pttl", "t") <= 60_000  # ms, and near 60 s (not a speed bound)
     assert raw("pexpire", {"key": "t", "pttl": 120_000}) == 1
-    assert 119_000 < raw("pttl", "t") <= 120_000
+    assert 90_000 < raw("pttl", "t") <= 120_000
     assert raw("pexpire", {"key": "zzz", "pttl": 1000}) == 0
     assert raw("set", {"key": "brief", "value": "v", "ttl": 50}) == 1
     time.sleep(0.12)
