@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 
 import pytest
 import wasmtime
@@ -596,24 +595,3 @@ def test_plugin_error_message(plugin):
     kernel.set_input(b"fine")
     assert call("copy") == 0
     assert kernel.error() is None and kernel.output() == b"fine"
-
-
-def test_benchmark_set_input_and_output_100_kib(plugin):
-    """Not a pass/fail check: prints the host-side cost of moving 100 KiB in and out."""
-    kernel, call = plugin
-    data = bytes(range(256)) * 400  # 100 KiB
-    n = 500
-    start = time.perf_counter()
-    for _ in range(n):
-        kernel.set_input(data)
-    set_input = (time.perf_counter() - start) / n
-    assert call("copy") == 0
-    start = time.perf_counter()
-    for _ in range(n):
-        out = kernel.output()
-    output = (time.perf_counter() - start) / n
-    assert out == data
-    print(
-        f"\nextism kernel, 100 KiB: set_input {set_input * 1e6:.1f} us, "
-        f"output {output * 1e6:.1f} us"
-    )

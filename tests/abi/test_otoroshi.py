@@ -584,9 +584,9 @@ def test_plugin_datastore(pool, services) -> None:
     assert raw("pttl", "n") == -1
     assert raw("pttl", "zzz") == -2
     assert raw("set", {"key": "t", "value": "v", "ttl": 60_000}) == 1
-    assert 59_000 < raw("pttl", "t") <= 60_000
+    assert 30_000 < raw("pttl", "t") <= 60_000  # ms, and near 60 s (not a speed bound)
     assert raw("pexpire", {"key": "t", "pttl": 120_000}) == 1
-    assert 119_000 < raw("pttl", "t") <= 120_000
+    assert 90_000 < raw("pttl", "t") <= 120_000
     assert raw("pexpire", {"key": "zzz", "pttl": 1000}) == 0
     assert raw("set", {"key": "brief", "value": "v", "ttl": 50}) == 1
     time.sleep(0.12)
@@ -636,8 +636,8 @@ class _Upstream(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        if self.path == "/slow":
-            time.sleep(1)
+        if self.path == "/slow":  # answers only when the test is over (see upstream())
+            self.server.release.wait(30)  # type: ignore[attr-defined]
         body = json.dumps({"path": self.path}).encode()
         missing = self.path == "/missing" or "Nowhere" in self.path
         self.send_response(404 if missing else 200)
@@ -657,11 +657,13 @@ class _Upstream(http.server.BaseHTTPRequestHandler):
 def upstream() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
     server.seen = []  # type: ignore[attr-defined]
+    server.release = threading.Event()  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", server.seen  # type: ignore[attr-defined]
     finally:
+        server.release.set()  # type: ignore[attr-defined]
         server.shutdown()
         server.server_close()
 
@@ -705,9 +707,9 @@ def test_http_call_redirects_and_timeouts(pool) -> None:
         followed = http_call(pool, {"url": url + "/moved", "follow_redirects": True})
         assert followed["status"] == 200
         assert json.loads(base64.b64decode(followed["body_base64"])) == {"path": "/final"}
-        started = time.monotonic()
+        # /slow does not answer before the upstream is closed: only the request's own
+        # 100 ms timeout can end this call.
         exc = fails(pool, "http_call", js({"url": url + "/slow", "request_timeout": 100}))
-        assert time.monotonic() - started < 0.9
         assert exc.status == 400 and "failed" in exc.message
         assert [s["path"] for s in seen] == ["/moved", "/moved", "/final", "/slow"]
     assert "not an http(s) URL" in fails(pool, "http_call", js({"url": "ftp://x/"})).message

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,38 @@ def blob_path(data_dir: Path, digest: str) -> Path:
 def operator_key(client: httpx.Client) -> str:
     """The operator's admin key of the test server `client` talks to."""
     return key_for(str(client.base_url))
+
+
+def invocation_records(client: httpx.Client, name: str, limit: int = 200) -> list[dict]:
+    """A function's invocation records, newest first (the listing flushes pending ones)."""
+    resp = client.get(f"/api/v1/functions/{name}/invocations", params={"limit": limit})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["invocations"]
+
+
+def span(record: dict) -> tuple[float, float]:
+    """An invocation record's [start, end] in Unix seconds, as the server measured it.
+
+    `started_at` is taken when the call is admitted, on the event loop (before any wait for
+    a compute slot or an executor thread); `duration_ms` is the guest's last run only. So
+    the span lies within the time the call was in flight, and a record that started inside
+    another's span was admitted by the event loop while that one was in flight."""
+    start = datetime.fromisoformat(record["started_at"]).timestamp()
+    return start, start + record["duration_ms"] / 1000
+
+
+def started_during(records: list[dict], outer: dict) -> list[dict]:
+    """The records that the server admitted while `outer` was in flight (see `span`)."""
+    begin, end = span(outer)
+    return [r for r in records if r is not outer and begin < span(r)[0] < end]
+
+
+def logged_start(record: dict) -> float:
+    """When a run of tests/fixtures/stamped_loop.wat began (Unix seconds): the host clock
+    its guest logged first thing, read back from the record's logs."""
+    stamps = re.findall(r"\[info\] (\d+)", record["logs"])
+    assert stamps, record
+    return int(stamps[-1]) / 1000
 
 
 def metric_samples(client: httpx.Client, name: str) -> list[tuple[dict[str, str], float]]:

@@ -246,8 +246,7 @@ def test_concurrent_invocations_are_capped(server_factory: Any) -> None:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             slow = pool.submit(c.post, "/api/v1/functions/spin/invoke", json={"args": []})
             seen = []
-            deadline = time.monotonic() + 1.5
-            while time.monotonic() < deadline and not slow.done():
+            while not slow.done():  # until `spin` ends (its 2 s limit)
                 resp = c.post("/api/v1/functions/gcd/invoke", json={"args": [12, 18]})
                 seen.append(resp.status_code)
                 if resp.status_code == 429:

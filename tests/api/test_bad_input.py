@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import time
 import urllib.parse
@@ -124,17 +125,15 @@ def test_many_functions_are_refused_before_compiling(
     client: httpx.Client, server: ServerProcess
 ) -> None:
     """100k empty functions are 0.4 MB but ~6-20 s of compiling on a 2-core machine:
-    refused by the function-count rule at once (a compile error would read differently)."""
+    refused by the function-count rule (a compile error would read differently), which runs
+    before compiling (tests/registry/test_deploy.py shows the compiler is never called)."""
     bomb = many_functions(100_000)
     assert len(bomb) < MAX_MODULE
     as_text = ("(module " + "(func)" * 100_000 + ")").encode()
     with nothing_stored(client, server):
         for data in (bomb, as_text):
-            started = time.monotonic()
             resp = deploy(client, unique("bomb"), data)
-            elapsed = time.monotonic() - started
             assert_error(resp, 422, "invalid_request", "100000 functions", "max_module_functions")
-            assert elapsed < 3, f"refusing took {elapsed:.1f}s: was it compiled first?"
         resp = client.post("/api/v1/blobs", content=bomb)
         assert_error(resp, 422, "invalid_request", "100000 functions")
         # One function over the limit is enough.
@@ -193,9 +192,7 @@ def test_huge_data_segment(client: httpx.Client, server: ServerProcess) -> None:
     """A data segment is plain bytes: a big one compiles fast and is bounded by the module
     size limit alone."""
     name = unique("bigdata")
-    started = time.monotonic()
     deployed(client, name, data_module(3 * 1024 * 1024, pages=64), export="peek")
-    assert time.monotonic() - started < 15
     assert result_of(invoke(client, name, [1])) == ord("b")
     assert client.delete(f"/api/v1/functions/{name}").status_code == 200
     with nothing_stored(client, server):
@@ -601,7 +598,8 @@ def test_oversized_headers(client: httpx.Client, server: ServerProcess) -> None:
 def test_slow_headers_are_cut_off(server: ServerProcess) -> None:
     """A header block still incomplete HEADER_TIMEOUT_MS after the request began: 408."""
     started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+    # The socket's timeout only guards against a hang; the 408 shows the deadline ended it.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         data = b""
         while b"\r\n\r\n" not in data:
@@ -611,7 +609,8 @@ def test_slow_headers_are_cut_off(server: ServerProcess) -> None:
             data += chunk
     elapsed = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 408"), data
-    assert HEADER_TIMEOUT_MS / 1000 - 0.2 <= elapsed < HEADER_TIMEOUT_MS / 1000 + 5
+    # Not before the deadline (a lower bound: a loaded machine only answers later).
+    assert elapsed >= HEADER_TIMEOUT_MS / 1000 - 0.2, elapsed
 
 
 def test_slow_headers_do_not_hold_up_others(client: httpx.Client, server: ServerProcess) -> None:
@@ -623,10 +622,14 @@ def test_slow_headers_do_not_hold_up_others(client: httpx.Client, server: Server
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
             sock.sendall(b"POST /api/v1/functions/gcd/invoke HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             stuck.append(sock)
+        # Answered while all 50 are still stuck (none has had its 408 or been closed yet),
+        # not once the header deadline has freed whatever they held.
+        answered_meanwhile = 0
         for _ in range(5):
-            started = time.monotonic()
             assert result_of(invoke(client, "gcd", [1071, 462])) == 21
-            assert time.monotonic() - started < 1
+            if not select.select(stuck, [], [], 0)[0]:
+                answered_meanwhile += 1
+        assert answered_meanwhile >= 1
     finally:
         for sock in stuck:
             sock.close()
@@ -643,8 +646,9 @@ def test_oversized_declared_bodies_are_refused_before_reading(server: ServerProc
         )
         reply = raw_request(server, head, timeout=5, wait_close=0)
         assert reply.status == 413, (path, reply)
+        # No body byte is ever sent: a server that waited for the body would have answered
+        # 408 at body_timeout_ms instead.
         assert json.loads(reply.body)["error"]["code"] == "payload_too_large"
-        assert reply.elapsed < BODY_TIMEOUT_MS / 1000, (path, reply.elapsed)
 
 
 def _multipart(name: str, wat: bytes) -> tuple[bytes, bytes]:
@@ -702,12 +706,14 @@ def test_slow_bodies_end_at_the_deadline(client: httpx.Client, server: ServerPro
             kind: pool.submit(raw_request, server, h, b, trickle=0.05)
             for kind, (h, b) in slow.items()
         }
-        # While they trickle, other clients get answers at the usual speed.
+        # While they trickle, other clients get answers (before any trickle has ended).
+        answered_meanwhile = 0
         for _ in range(10):
-            started = time.monotonic()
             assert result_of(invoke(client, "gcd", [1071, 462])) == 21
-            assert time.monotonic() - started < 1
+            if not any(f.done() for f in futures.values()):
+                answered_meanwhile += 1
             time.sleep(0.1)
+        assert answered_meanwhile >= 1
         for kind, future in futures.items():
             reply = future.result()
             assert reply.status == 408, (kind, reply)
@@ -715,8 +721,8 @@ def test_slow_bodies_end_at_the_deadline(client: httpx.Client, server: ServerPro
             assert error["code"] == "invalid_request", (kind, error)
             assert "body_timeout_ms" in error["message"], (kind, error)
             assert reply.closed, f"{kind}: the connection stayed open"
-            deadline = BODY_TIMEOUT_MS / 1000
-            assert deadline - 0.1 < reply.elapsed < deadline + 3, (kind, reply.elapsed)
+            # Not before the deadline (a lower bound: a loaded machine only answers later).
+            assert reply.elapsed > BODY_TIMEOUT_MS / 1000 - 0.1, (kind, reply.elapsed)
     assert client.get("/api/v1/kv/global/slow").status_code == 404
     assert gcd_versions(client) == versions
 
@@ -728,7 +734,8 @@ def test_a_slow_body_within_the_deadline_is_fine(server: ServerProcess) -> None:
         + auth(server)
         + f"Content-Length: {len(body)}\r\n".encode()
     )
-    reply = raw_request(server, head, body, trickle=0.05, wait_close=0.5)  # ~1 s, 21 bytes
+    # ~0.4 s for 21 bytes: a fifth of the 2 s deadline, so a loaded client stays within it.
+    reply = raw_request(server, head, body, trickle=0.02, wait_close=0.5)
     assert reply.status == 200, reply
     assert json.loads(reply.body) == {"result": 21}
     assert not reply.closed  # keep-alive as usual

@@ -7,6 +7,7 @@ wants, and every request it admits releases its namespace's place however it end
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ from tests.api.support import (
     FIXTURES,
     assert_error,
     deployed,
+    invocation_records,
     metric_value,
+    started_during,
     unique,
 )
 from tests.helpers import ServerProcess
@@ -211,7 +214,8 @@ def test_expect_100_continue_is_answered_before_the_body(
 
 def test_a_trickled_body_ends_at_the_deadline(fast: ServerProcess) -> None:
     started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", fast.port), timeout=10) as sock:
+    # The socket's timeout only guards against a hang; the 408 shows the deadline ended it.
+    with socket.create_connection(("127.0.0.1", fast.port), timeout=30) as sock:
         sock.sendall(f"POST {HELLO} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nAd".encode())
         data = b""
         while chunk := sock.recv(65536):
@@ -219,7 +223,8 @@ def test_a_trickled_body_ends_at_the_deadline(fast: ServerProcess) -> None:
     elapsed = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 408"), data
     assert b"body_timeout_ms" in data and b"connection: close" in data
-    assert 1.4 < elapsed < 5, elapsed
+    # Not before the configured 1.5 s (a lower bound: a loaded machine only answers later).
+    assert elapsed >= 1.4, elapsed
     with fast.client(auth=False) as c:
         assert c.post(HELLO, content=b"Ada").json() == {"message": "Hello Ada"}
 
@@ -230,18 +235,32 @@ def test_a_call_that_cannot_run_inline_is_answered_from_a_task(fast: ServerProce
     name = unique("loop")
     with fast.client() as admin:
         deployed(admin, name, LOOP, timeout_ms=1500, visibility="public")
-    with socket.create_connection(("127.0.0.1", fast.port), timeout=10) as slow:
+    with fast.client() as admin:
+        hello_before = {r["id"] for r in invocation_records(admin, "hello-plugin")}
+    with socket.create_connection(("127.0.0.1", fast.port), timeout=30) as slow:
         slow.sendall(post(f"/api/v1/functions/{name}/invoke", b'{"args": []}'))
-        time.sleep(0.2)
-        with httpx.Client(base_url=fast.url, timeout=5) as c:
-            started = time.monotonic()
-            assert c.post(HELLO, content=b"Ada").json() == {"message": "Hello Ada"}
-            assert time.monotonic() - started < 1
+        answered = 0
+        with httpx.Client(base_url=fast.url, timeout=30) as c:
+            # Fast-lane calls, one after the other, until the loop's answer arrives.
+            while answered < 200 and not select.select([slow], [], [], 0)[0]:
+                assert c.post(HELLO, content=b"Ada").json() == {"message": "Hello Ada"}
+                answered += 1
+                time.sleep(0.02)
         data = b""
         while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
             data += slow.recv(65536)
     assert data.startswith(b"HTTP/1.1 504"), data
     assert b'"timeout"' in data
+    # The hello calls were admitted while the loop ran off the event loop, by the server's
+    # own records.
+    with fast.client() as admin:
+        [loop] = invocation_records(admin, name)
+        hellos = [
+            r for r in invocation_records(admin, "hello-plugin") if r["id"] not in hello_before
+        ]
+    assert loop["error_code"] == "timeout", loop
+    assert len(hellos) == answered
+    assert started_during(hellos, loop), (loop, hellos)
     # Pipelined behind a call answered from a task, a request waits its turn.
     data = post(f"/api/v1/functions/{name}/invoke", b'{"args": []}') + post(HELLO, b"next")
     (responses, closed) = exchange(fast, data, 2)

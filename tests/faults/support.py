@@ -31,10 +31,6 @@ SERVER_ENV = {
     "WASMLET_MAX_LOG_BYTES": str(MAX_LOG_BYTES),
 }
 
-# What a faulty call may take beyond its own timeout: scheduling on 2 shared cores, an
-# inline attempt replayed on the executor, a fresh instance. Generous on purpose: it
-# separates "bounded" from "unbounded", it is not a speed target.
-SLACK_S = 2.5
 TIMEOUT_MS = 300
 MEMORY_MB = 16
 

@@ -99,7 +99,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[KvStore]:
     made.close()
 
 
-def wait_until_absent(store: KvStore, scope: str, key: str, timeout: float = 2.0) -> None:
+def wait_until_absent(store: KvStore, scope: str, key: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while store.pttl(scope, key) != -2:
         assert time.monotonic() < deadline, f"{key!r} never expired"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import wasmtime
 
 from tests.runtime.support import ECHO_WASM, FIXTURES, GCD_WAT, HELLO_WASM, MULTI_WAT, wasm_bytes
 from wasmlet.config import Settings
@@ -66,6 +67,29 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 def unique(prefix: str = "fn") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_too_many_functions_are_refused_before_compiling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The function count is checked on the raw sections, before wasmtime compiles (which
+    costs ~65 us per function): an over-limit module never reaches the compiler. (This
+    replaces timing the refusal in tests/api/test_bad_input.py.)"""
+    env = make_env(tmp_path, max_module_functions=10)
+    compiled: list[bytes] = []
+    real_module = wasmtime.Module
+
+    def spy(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
+        compiled.append(bytes(wasm))
+        return real_module(engine, wasm)
+
+    monkeypatch.setattr(wasmtime, "Module", spy)
+    for n in (11, 1000):
+        with pytest.raises(InvalidRequest, match=f"{n} functions.*max_module_functions"):
+            env.deployer.parse(("(module " + "(func)" * n + ")").encode())
+    assert compiled == []
+    env.deployer.parse(("(module " + "(func)" * 10 + ")").encode())  # the spy does see
+    assert len(compiled) == 1  # a module within the limit compiled
 
 
 def rejected(env: Env, data: bytes, update: SpecUpdate | None = None, name: str = "fn"):

@@ -337,6 +337,7 @@ def test_repairing_while_deploying_never_takes_a_needed_blob(tmp_path: Path) -> 
     env = make_env(tmp_path / "data")
     stop = threading.Event()
     errors: list[BaseException] = []
+    deploys = [0, 0]
 
     def deploy_loop(worker: int) -> None:
         i = 0
@@ -349,14 +350,19 @@ def test_repairing_while_deploying_never_takes_a_needed_blob(tmp_path: Path) -> 
                 errors.append(exc)
                 return
             i += 1
+            deploys[worker] = i
 
     threads = [threading.Thread(target=deploy_loop, args=(w,)) for w in range(2)]
     for t in threads:
         t.start()
     try:
-        deadline = time.monotonic() + 2
-        runs = 0
-        while time.monotonic() < deadline:
+        # Counts, not a time span: at least 4 repairs, and 4 deploys by each worker meanwhile
+        # (the 60 s bound only catches a stall).
+        deadline = time.monotonic() + 60
+        runs, first = 0, list(deploys)
+        while runs < 4 or min(n - f for n, f in zip(deploys, first, strict=True)) < 4:
+            assert time.monotonic() < deadline, (runs, deploys)
+            assert not errors, errors
             report = check(env, repair=True)
             assert report.codes("error") == [], report.findings
             runs += 1
@@ -365,7 +371,6 @@ def test_repairing_while_deploying_never_takes_a_needed_blob(tmp_path: Path) -> 
         for t in threads:
             t.join()
     assert not errors, errors
-    assert runs > 3
     final = check(env)
     assert final.findings == [] and final.checked["versions"] >= 4
 

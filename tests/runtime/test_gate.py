@@ -84,7 +84,7 @@ def test_timeout_raises_and_does_not_leak_a_slot() -> None:
         started = loop.time()
         with pytest.raises(TimeoutError):
             await gate.enter(0.05)
-        assert 0.04 <= loop.time() - started < 1
+        assert loop.time() - started >= 0.04  # it waited its time (load only lengthens it)
         # The holders leave: the dead waiter must not swallow a slot.
         gate.leave()
         gate.leave()

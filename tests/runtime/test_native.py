@@ -90,8 +90,8 @@ def test_epoch_deadline_with_ticker_interrupts_a_loop(engine, loop_module) -> No
         ticker.release()
         ticker.stop()
     elapsed = time.perf_counter() - started
-    assert exc.value.trap_code == wasmtime.TrapCode.INTERRUPT
-    assert 0.015 <= elapsed < 1.0
+    assert exc.value.trap_code == wasmtime.TrapCode.INTERRUPT  # the epoch, not fuel (2**62)
+    assert elapsed >= 0.015  # after the ticks it was given (a lower bound: load only delays)
 
 
 def test_epoch_deadline_is_relative_to_the_current_epoch(engine, loop_module) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -104,13 +103,10 @@ def test_concurrent_calls_each_get_their_own_instance(rt) -> None:
 def test_timeout_interrupts_a_loop(rt) -> None:
     pool = make_pool(rt, LOOP_WAT, timeout_ms=200)
     report = CallReport()
-    started = time.perf_counter()
     with held(rt), pytest.raises(Timeout, match="200 ms") as exc:
         pool.execute(Invocation(), report, offloaded=True)
-    elapsed = time.perf_counter() - started
-    assert 0.19 <= elapsed < 1.0
     assert exc.value.status == 504
-    assert report.duration_us >= 190_000
+    assert report.duration_us >= 190_000  # it ran until its deadline, not less
     assert report.cpu_us > 0
     assert not pool.idle
 
@@ -119,20 +115,20 @@ def test_call_timeout_overrides_the_spec(rt) -> None:
     # The invoker passes what is left of the spec's timeout after an inline attempt; the
     # error still names the function's own limit.
     pool = make_pool(rt, LOOP_WAT, timeout_ms=5000)
-    started = time.perf_counter()
+    report = CallReport()
     with held(rt), pytest.raises(Timeout, match="5000 ms"):
-        pool.execute(Invocation(), CallReport(), 100, offloaded=True)
-    assert 0.09 <= time.perf_counter() - started < 1.0
+        pool.execute(Invocation(), report, 100, offloaded=True)
+    # Ended by the 100 ms it was given: not before, and nowhere near the spec's 5 s (a
+    # bound 40 times the expected run, to tell the two limits apart, not to time it).
+    assert 90_000 <= report.duration_us < 4_000_000, report
 
 
 def test_fuel_cap_raises_inline_overrun(rt) -> None:
     pool = make_pool(rt, LOOP_WAT, reuse=True)
     report = CallReport()
-    started = time.perf_counter()
     with pytest.raises(InlineOverrun):
         pool.execute(Invocation(), report, fuel_cap=1_000_000)
-    assert time.perf_counter() - started < 0.5
-    assert report.fuel_used == 1_000_000
+    assert report.fuel_used == 1_000_000  # the cap ended it, not the 5 s timeout
     assert not pool.idle  # the abandoned instance is gone
 
 
@@ -259,7 +255,8 @@ def test_without_fuel_metering(tmp_path: Path) -> None:
         assert report.fuel_used is None
         # The ticker always runs: a loop ends by timeout without anyone holding it.
         loop = make_pool(runtime, LOOP_WAT, timeout_ms=100)
-        started = time.perf_counter()
-        with pytest.raises(Timeout):
-            run(loop)
-        assert time.perf_counter() - started < 1.0
+        report = CallReport()
+        with pytest.raises(Timeout, match="100 ms"):
+            run(loop, report)
+        assert report.duration_us >= 90_000  # by its deadline, not sooner
+        assert report.fuel_used is None
