@@ -126,7 +126,7 @@ def test_simultaneous_host_loop_timeouts_all_report_timeout(server: ServerProces
     The deadline then often strikes inside a host function's nested kernel call, and leaves
     the host function as a Python exception, which wasmtime-py parks in one process-wide
     variable (wasmtime._func.LAST_EXCEPTION). Before host exceptions were kept per thread
-    (runtime/fastcall.py `guarded`), another thread's call took it, and ~5% of these calls
+    (wasm/fastcall.py `guarded`), another thread's call took it, and ~5% of these calls
     answered 500 guest_trap "wasm error: python exception" instead of 504 timeout.
     """
     fault = FAULTS_BY_KEY["extism-host-loop"]

@@ -10,7 +10,7 @@ import wasmtime
 from tests.runtime.support import GCD_WAT, wasm_bytes
 from wasmlet.registry.blobs import digest_of
 from wasmlet.runtime.compile_cache import CompileCache
-from wasmlet.runtime.fastcall import fast_func
+from wasmlet.wasm.fastcall import fast_func
 
 WASM = wasm_bytes(GCD_WAT)
 DIGEST = digest_of(WASM)

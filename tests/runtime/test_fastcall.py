@@ -8,7 +8,7 @@ import pytest
 import wasmtime
 
 from tests.runtime.support import FIB_WAT, GCD_WAT, MULTI_WAT, TRAP_WAT, wasm_bytes
-from wasmlet.runtime.fastcall import FastFunc, Signature, fast_func
+from wasmlet.wasm.fastcall import FastFunc, Signature, fast_func
 
 KINDS_WAT = """
 (module

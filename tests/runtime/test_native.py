@@ -9,9 +9,9 @@ import pytest
 import wasmtime
 
 from tests.runtime.support import LOOP_WAT, wasm_bytes
-from wasmlet.runtime import native
 from wasmlet.runtime.engine import EpochTicker
-from wasmlet.runtime.fastcall import FastFunc, fast_func
+from wasmlet.wasm import native
+from wasmlet.wasm.fastcall import FastFunc, fast_func
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import wasmtime
 
 from wasmlet.abi.base import Invocation, Outcome, WasiOnlyAbi
 from wasmlet.errors import InvalidRequest, NotFound
-from wasmlet.runtime.fastcall import KINDS
 from wasmlet.runtime.module_info import ModuleInfo, signature
 from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
+from wasmlet.wasm.fastcall import KINDS
 
 _INT_RANGE = {"i32": (-(2**31), 2**32 - 1), "i64": (-(2**63), 2**64 - 1)}
 _JSON = [(b"content-type", b"application/json")]

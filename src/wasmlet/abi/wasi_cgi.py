@@ -17,11 +17,11 @@ import wasmtime
 
 from wasmlet.abi.base import Invocation, Outcome, WasiOnlyAbi
 from wasmlet.errors import GuestError, InvalidRequest
-from wasmlet.runtime import native
 from wasmlet.runtime.capture import BoundedBuffer
 from wasmlet.runtime.module_info import ModuleInfo
 from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
+from wasmlet.wasm import native
 
 _HEADER_LIMIT = 64 * 1024
 _TOKEN = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+")

@@ -23,8 +23,8 @@ import wasmtime
 
 from wasmlet.host.catalog import CATALOG, HostFn, granted
 from wasmlet.host.context import HostContext, HostError, attach, context_of
-from wasmlet.runtime.fastcall import guarded
 from wasmlet.spec import FunctionSpec
+from wasmlet.wasm.fastcall import guarded
 
 if TYPE_CHECKING:
     from wasmlet.runtime.slot import Slot

@@ -8,7 +8,6 @@ with that call's deadline, log buffer and call chain, and collects what the call
 
 from __future__ import annotations
 
-import ctypes
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import wasmtime
 
 from wasmlet.runtime.capture import BoundedBuffer
 from wasmlet.spec import FunctionSpec
+from wasmlet.wasm.native import store_address
 
 if TYPE_CHECKING:
     from wasmlet.abi.base import Invocation
@@ -108,10 +108,6 @@ class HostContext:
 # Weak values: a context lives exactly as long as the slot holding it, and nothing global
 # keeps a store alive (wasmtime-py's store-data slab would, through context -> kernel).
 CONTEXTS: weakref.WeakValueDictionary[int, HostContext] = weakref.WeakValueDictionary()
-
-
-def store_address(store: wasmtime.Store | wasmtime.Caller) -> int:
-    return ctypes.cast(store._context(), ctypes.c_void_p).value or 0
 
 
 def attach(store: wasmtime.Store, ctx: HostContext) -> None:

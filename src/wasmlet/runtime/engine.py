@@ -10,9 +10,9 @@ import resource
 import threading
 
 import wasmtime
-from wasmtime import _bindings as _b
 
 from wasmlet.config import Settings
+from wasmlet.wasm import native
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +45,12 @@ def _config(settings: Settings, *, pooling: bool) -> wasmtime.Config:
 def _use_pooling_allocator(config: wasmtime.Config, settings: Settings) -> None:
     """Preallocate instance slots: a fresh instance then costs ~15 us less (no mmap/munmap
     of its linear memory per request). wasmtime-py has no wrapper for this yet, so it is
-    set through the C API. `max_instances` bounds live instances in the process (pooled
-    idle ones included); past it instantiation fails with a clear error.
+    set through the C API (wasm/native.py). `max_instances` bounds live instances in the
+    process (pooled idle ones included); past it instantiation fails with a clear error.
     """
-    pooling = _b.wasmtime_pooling_allocation_config_new()
-    try:
-        n = settings.max_instances
-        _b.wasmtime_pooling_allocation_config_total_core_instances_set(pooling, n)
-        _b.wasmtime_pooling_allocation_config_total_memories_set(pooling, n)
-        _b.wasmtime_pooling_allocation_config_total_tables_set(pooling, n)
-        _b.wasmtime_pooling_allocation_config_max_memory_size_set(
-            pooling, settings.max_memory_mb * 1024 * 1024
-        )
-        _b.wasmtime_pooling_allocation_strategy_set(config.ptr(), pooling)
-    finally:
-        _b.wasmtime_pooling_allocation_config_delete(pooling)
+    native.use_pooling_allocator(
+        config, settings.max_instances, settings.max_memory_mb * 1024 * 1024
+    )
 
 
 def engine_fingerprint(settings: Settings) -> str:

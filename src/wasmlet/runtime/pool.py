@@ -21,24 +21,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import wasmtime
-from wasmtime import _bindings as _b
-from wasmtime import _func as _wasmtime_func
 
 from wasmlet.errors import GuestError, Timeout
 from wasmlet.host.context import HostError, HostInlineOverrun, HostTimeout
-from wasmlet.runtime import native
-from wasmlet.runtime.fastcall import KINDS, Signature
 from wasmlet.runtime.faults import classify
 from wasmlet.runtime.slot import UNLIMITED_FUEL, Slot
 from wasmlet.spec import FunctionSpec
+from wasmlet.wasm import native
+from wasmlet.wasm.fastcall import KINDS, Signature
 
 if TYPE_CHECKING:
     from wasmlet.abi.base import Abi, Invocation, Outcome
     from wasmlet.host.services import HostServices
     from wasmlet.runtime.engine import EpochTicker
 
-
-_TrapPtr = ctypes.POINTER(_b.wasm_trap_t)
 
 # Wall time an inline call may spend before a host function sends it off the event loop.
 _INLINE_HOST_S = 0.02
@@ -116,7 +112,7 @@ class InstancePool:
         self._fuel = ref.spec.fuel if ref.spec.fuel is not None else UNLIMITED_FUEL
         self._ticks = ticker.ticks_for(ref.spec.timeout_ms)
         self._ticks_arg = ctypes.c_uint64(self._ticks)  # never changed: shared by threads
-        # A new store is made through raw C calls (see _new_store) with these, made once.
+        # A new store is made through raw C calls (native.new_store) with these, made once.
         self._engine_ptr = engine.ptr()
         self._limits = tuple(
             ctypes.c_int64(n) for n in (ref.spec.memory_bytes, 1_000_000, -1, -1, -1)
@@ -221,7 +217,7 @@ class InstancePool:
                     self.idle.append(slot)
 
     def _new_slot(self, inv: Invocation, ticks: int, fuel: int) -> Slot:
-        store, ctx = self._new_store()
+        store, ctx = native.new_store(self.engine, self._engine_ptr, self._limits)
         native.raw_set_epoch_deadline(
             ctx, self._ticks_arg if ticks == self._ticks else ctypes.c_uint64(ticks)
         )
@@ -233,40 +229,11 @@ class InstancePool:
         slot.function = self
         self.abi.configure_store(slot, inv)
         self.instantiations += 1
-        slot.bind(self.instantiate(store) if self._pre is None else self._instantiate(ctx))
+        slot.bind(
+            self.instantiate(store) if self._pre is None else native.instantiate_pre(self._pre, ctx)
+        )
         self.abi.on_instance(slot)
         return slot
-
-    def _new_store(self) -> tuple[wasmtime.Store, Any]:
-        """A wasmtime-py Store as `wasmtime.Store(engine)` makes it (ABIs and host functions
-        use it as any other), with this pool's limits, and its context. Raw C calls: ~2 us
-        less than wasmtime-py's wrappers, which re-derive the context and convert arguments.
-        """
-        ptr = native.raw_store_new(self._engine_ptr, None, None)
-        store = wasmtime.Store.__new__(wasmtime.Store)
-        # What Store.__init__ sets, by their mangled names (wasmtime-py declares neither).
-        store._Managed__ptr = ptr  # type: ignore[attr-defined]
-        ctx = store._Store__context = native.raw_store_context(ptr)  # type: ignore[attr-defined]
-        store.engine = self.engine
-        native.raw_store_limiter(ptr, *self._limits)
-        return store, ctx
-
-    def _instantiate(self, ctx: Any) -> wasmtime.Instance:
-        """`InstancePre.instantiate` through a raw C call, failing the same way."""
-        instance = _b.wasmtime_instance_t()
-        trap = ctypes.c_void_p()
-        err = native.raw_instance_pre_instantiate(
-            self._pre, ctx, ctypes.byref(instance), ctypes.byref(trap)
-        )
-        if err:
-            exc: BaseException = native.error(err)
-        elif trap.value:
-            exc = wasmtime.Trap._from_ptr(ctypes.cast(trap, _TrapPtr))
-        else:
-            return wasmtime.Instance._from_raw(instance)
-        # A host function's exception during the start function wins, as in wasmtime-py.
-        _wasmtime_func.maybe_raise_last_exn()
-        raise exc
 
     def signature(self, export: str) -> Signature | None:
         """The call layout of an export, computed once from the version's stored metadata."""

@@ -6,15 +6,13 @@ import ctypes
 from typing import Any
 
 import wasmtime
-from wasmtime import _bindings as _b
-from wasmtime import _ffi
 
-from wasmlet.runtime import native
 from wasmlet.runtime.capture import BoundedBuffer
-from wasmlet.runtime.fastcall import FastFunc, Signature
+from wasmlet.wasm import native
+from wasmlet.wasm.fastcall import FastFunc, Signature
 
-_FUNC = _ffi.WASMTIME_EXTERN_FUNC.value
-_MEMORY = _ffi.WASMTIME_EXTERN_MEMORY.value
+_FUNC = native.EXTERN_FUNC
+_MEMORY = native.EXTERN_MEMORY
 
 # Fuel given to calls without a fuel limit when the engine meters fuel: effectively unbounded
 # (the epoch deadline still bounds time), large enough never to run out.
@@ -44,13 +42,13 @@ class Slot:
     def __init__(self, store: wasmtime.Store, log_limit: int, ctx: Any = None) -> None:
         self.store = store
         # Cached (wasmtime-py re-derives it on every call); `ctx` when the caller has it.
-        self.ctx = store._context() if ctx is None else ctx
+        self.ctx = native.store_context(store) if ctx is None else ctx
         # Fuel in and out of the raw native calls: set_fuel passes it by value, get_fuel
         # writes it through `fuel_ref`.
         self.fuel_out = ctypes.c_uint64()
         self.fuel_ref = ctypes.byref(self.fuel_out)
         self.instance: wasmtime.Instance | None = None
-        self._instance_ref: Any = None  # byref(instance._instance), for export lookups
+        self._instance_ref: Any = None  # byref(the instance's handle), for export lookups
         self.memory: wasmtime.Memory | None = None
         self.logs = BoundedBuffer(log_limit)
         self.abi_state: Any = None
@@ -65,11 +63,11 @@ class Slot:
 
     def bind(self, instance: wasmtime.Instance) -> None:
         self.instance = instance
-        self._instance_ref = ctypes.byref(instance._instance)
+        self._instance_ref = ctypes.byref(native.instance_handle(instance))
         item = self._export(b"memory")
         if item is not None and item.kind == _MEMORY:
             memory = item.of.memory
-            self.memory = wasmtime.Memory._from_raw(memory)
+            self.memory = native.memory_from_raw(memory)
             if not self._extra_memories:  # the usual case, without _refresh_refs' generator
                 self._memory_refs = (ctypes.byref(memory),)
                 return
@@ -87,7 +85,8 @@ class Slot:
 
     def _refresh_refs(self) -> None:
         own = () if self.memory is None else (self.memory,)
-        self._memory_refs = tuple(ctypes.byref(m._memory) for m in (*own, *self._extra_memories))
+        handle = native.memory_handle
+        self._memory_refs = tuple(ctypes.byref(handle(m)) for m in (*own, *self._extra_memories))
 
     def func(self, name: str) -> FastFunc | None:
         """The export `name` as a FastFunc, or None when it is not a function export."""
@@ -99,7 +98,7 @@ class Slot:
             func = ext.of.func
             signature = self.function.signature(name)
             if signature is None:
-                signature = Signature.of(self.store, wasmtime.Func._from_raw(func))
+                signature = Signature.of(self.store, native.func_from_raw(func))
             fast = self._fast[name] = FastFunc(self.ctx, func, signature, self.store)
         return fast
 
@@ -108,12 +107,12 @@ class Slot:
         ext = self._export(name.encode())
         if ext is None or ext.kind != _FUNC:
             return None
-        return wasmtime.Func._from_raw(ext.of.func)
+        return native.func_from_raw(ext.of.func)
 
     def _export(self, name: bytes) -> Any:
         # One lookup by name: wasmtime-py's `exports()` wraps every export of the instance.
         assert self.instance is not None
-        item = _b.wasmtime_extern_t()
+        item = native.Extern()
         found = native.raw_export_get(
             self.ctx, self._instance_ref, name, ctypes.c_size_t(len(name)), ctypes.byref(item)
         )

@@ -20,7 +20,7 @@ from wasmlet.host import settings
 from wasmlet.host.context import LEVELS, HostError
 from wasmlet.host.context import context_of as _context_of
 from wasmlet.host.http import extism_allowed, fetch
-from wasmlet.runtime.fastcall import guarded
+from wasmlet.wasm.fastcall import guarded
 
 ENV = "extism:host/env"
 LEGACY = "env"  # pre-1.0 PDKs: the same functions, named extism_<name>

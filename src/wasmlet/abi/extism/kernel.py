@@ -18,8 +18,8 @@ from pathlib import Path
 import wasmtime
 
 from wasmlet.errors import GuestError, MemoryLimit
-from wasmlet.runtime import native
-from wasmlet.runtime.fastcall import FastFunc, Signature
+from wasmlet.wasm import native
+from wasmlet.wasm.fastcall import FastFunc, Signature
 
 KERNEL_WAT = Path(__file__).with_name("kernel.wat")
 
@@ -181,13 +181,13 @@ class Kernel:
 
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
         self.store = store
-        self._ctx = store._context()
+        self._ctx = native.store_context(store)
         self.instance = instance
         found = instance.exports(store)
         memory = found["memory"]
         assert isinstance(memory, wasmtime.Memory)
         self.memory = memory
-        self._memory_ref = ctypes.byref(memory._memory)
+        self._memory_ref = ctypes.byref(native.memory_handle(memory))
         # The kernel memory as a memoryview, valid while the memory has `_view_size` bytes:
         # a memory never shrinks and moves only when it grows, so an unchanged size means an
         # unchanged address. Cheaper than a base-address call plus memmove/string_at.
@@ -220,7 +220,7 @@ class Kernel:
         return cls(store, wasmtime.Instance(store, kernel_module(store.engine), []))
 
     def _fast(self, name: str, func: wasmtime.Func) -> FastFunc:
-        return FastFunc(self._ctx, func._func, _SIGNATURES[name], self.store)
+        return FastFunc(self._ctx, native.func_handle(func), _SIGNATURES[name], self.store)
 
     # -- host side of a call ------------------------------------------------------------------
 
@@ -294,7 +294,9 @@ class Kernel:
             instance = wasmtime.Instance(self.store, module, imports)
             run = instance.exports(self.store)["run"]
             assert isinstance(run, wasmtime.Func)
-            runner = self.runners[name] = FastFunc(self._ctx, run._func, _RUN_SIGNATURE, self.store)
+            runner = self.runners[name] = FastFunc(
+                self._ctx, native.func_handle(run), _RUN_SIGNATURE, self.store
+            )
         return runner
 
     def _ended(

@@ -24,10 +24,11 @@ from wasmlet.errors import GuestError, InvalidRequest, NotFound, Timeout
 from wasmlet.host import preopens
 from wasmlet.host.binding import EXTISM_NS as USER
 from wasmlet.host.binding import define_signatures, extism_functions, open_host
-from wasmlet.host.context import CONTEXTS, HostError, HostTimeout, attach, store_address
+from wasmlet.host.context import CONTEXTS, HostError, HostTimeout, attach
 from wasmlet.runtime.module_info import Import, ModuleInfo
 from wasmlet.runtime.slot import Slot
 from wasmlet.spec import FunctionSpec
+from wasmlet.wasm.native import store_address
 
 _INITIALISERS = ("__wasm_call_ctors", "_initialize")
 _HIDDEN = {"memory", "_start", "hs_init", *_INITIALISERS}

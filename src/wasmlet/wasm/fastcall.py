@@ -11,8 +11,9 @@ The C function is bound without `argtypes`: ctypes' per-argument conversion cost
 the ~1 us a typed call took. Every argument is therefore a ctypes object made once per
 FastFunc (pointer, byref, array, c_size_t), never a Python int.
 
-This reaches into wasmtime-py's private `_bindings`, so the dependency is pinned exactly;
-tests/runtime/test_fastcall.py covers every value kind.
+This reaches into wasmtime-py's private `_bindings` and `_func`, hence its place in
+`wasmlet.wasm`; the dependency is pinned exactly and tests/runtime/test_fastcall.py covers
+every value kind.
 """
 
 from __future__ import annotations
