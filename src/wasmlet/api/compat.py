@@ -19,7 +19,7 @@ from wasmlet.api.deps import get_state
 from wasmlet.api.state import AppState
 from wasmlet.auth.keys import Principal
 from wasmlet.errors import InvalidRequest, NotFound
-from wasmlet.names import check_name
+from wasmlet.names import DEFAULT_NAMESPACE, check_name
 from wasmlet.registry.blobs import is_digest
 from wasmlet.spec import SpecUpdate
 
@@ -57,9 +57,21 @@ class CompatList(BaseModel):
     functions: list[CompatFunction]
 
 
-def _image_bytes(state: AppState, image: str) -> bytes:
+def _image_bytes(state: AppState, principal: Principal, image: str) -> bytes:
+    """The bytes `function_image` names. Blobs are shared by content across namespaces, so
+    a tenant may name only bytes it holds (uploaded, or in one of its versions), and gets
+    for any other digest the answer a missing blob gets. The import/ folder is the
+    operator's staging area (keys of the `default` namespace)."""
+    operators = principal.namespace == DEFAULT_NAMESPACE
     if is_digest(image):
+        if not operators and not state.repo.may_use_blob(principal.namespace, image):
+            raise NotFound(f"blob {image} not found")
         return state.blobs.get(image)
+    if not operators:
+        raise InvalidRequest(
+            "function_image from the import/ folder takes an operator key; upload the module "
+            "with POST /api/v1/blobs and name its digest"
+        )
     root = (state.settings.data_dir / "import").resolve()
     candidate = (root / image).resolve()
     if not candidate.is_relative_to(root) or image.startswith("/"):
@@ -72,7 +84,7 @@ def _image_bytes(state: AppState, image: str) -> bytes:
 @router.post("/deploy", response_model=CompatMessage, summary="WasmEngine: deploy")
 def deploy(state: State, principal: Caller, body: DeployBody) -> CompatMessage:
     name = own_name(principal, check_name(body.function_name))
-    data = _image_bytes(state, body.function_image)
+    data = _image_bytes(state, principal, body.function_image)
     if not body.wasi_cap:
         candidate = state.deployer.parse(data)
         wasi = [

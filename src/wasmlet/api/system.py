@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from pydantic import BaseModel
 
 from wasmlet import __version__
+from wasmlet.api.access import caller
 from wasmlet.api.deps import get_state
 from wasmlet.api.state import AppState
 from wasmlet.errors import InvalidRequest, PayloadTooLarge
@@ -79,6 +80,7 @@ async def upload_blob(state: State, request: Request) -> BlobOut:
         raise InvalidRequest("empty body")
     candidate = await run_in_threadpool(state.deployer.parse, bytes(data))
     digest = await run_in_threadpool(_put_blob, state, candidate.wasm)
+    await run_in_threadpool(state.repo.grant_blob, caller(request).namespace, digest)
     return BlobOut(digest=digest, size=len(candidate.wasm))
 
 

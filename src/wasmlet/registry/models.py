@@ -184,6 +184,17 @@ class NamespaceQuota(Base):
     egress_allow: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class BlobGrant(Base):
+    """Module bytes a namespace uploaded (POST /api/v1/blobs): it may deploy them by digest.
+    Blobs are shared by content; naming one by digest is not proof of holding its bytes."""
+
+    __tablename__ = "blob_grants"
+
+    namespace: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class NamespaceHost(Base):
     """A host name or pattern (`shop.example.com`, `*.shop.example.com`) the operator gave
     to a namespace: only that namespace may route it."""

@@ -14,7 +14,14 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from wasmlet.errors import InvalidRequest, NotFound
 from wasmlet.names import DEFAULT_NAMESPACE, SEPARATOR, namespace_of
 from wasmlet.registry.db import rowcount
-from wasmlet.registry.models import Function, InvocationRecord, Version, table_of, utcnow
+from wasmlet.registry.models import (
+    BlobGrant,
+    Function,
+    InvocationRecord,
+    Version,
+    table_of,
+    utcnow,
+)
 from wasmlet.registry.views import FunctionView, InvocationView, VersionView
 
 
@@ -74,6 +81,29 @@ class Repository:
         if f is None:
             raise NotFound(f"function {name!r} not found")
         return f
+
+    # -- blobs by digest ---------------------------------------------------------------------
+
+    def grant_blob(self, namespace: str, digest: str) -> None:
+        """`namespace` uploaded these bytes: it may deploy them by digest."""
+        with self.sessions.begin() as s:
+            found = s.get(BlobGrant, (namespace, digest))
+            if found is None:
+                s.add(BlobGrant(namespace=namespace, digest=digest))
+
+    def may_use_blob(self, namespace: str, digest: str) -> bool:
+        """Whether `namespace` holds these module bytes: it uploaded them, or one of its
+        versions is made of them. Knowing a digest is not enough: another tenant's module
+        must not be deployable (or even confirmed to exist) by naming it."""
+        with self.sessions() as s:
+            if s.get(BlobGrant, (namespace, digest)) is not None:
+                return True
+            names = s.scalars(
+                select(Function.name)
+                .join(Version, Version.function_id == Function.id)
+                .where(Version.module_digest == digest)
+            )
+            return any(namespace_of(name) == namespace for name in names)
 
     def namespace_usage(self, namespace: str) -> tuple[set[str], int]:
         """Names of a namespace's functions and the bytes of all their versions' modules."""
