@@ -31,7 +31,9 @@ def _path(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/hosts"
 
 
-def _print_hosts(hosts: list[dict[str, Any]]) -> None:
+def _print_hosts(hosts: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        return _print_json(hosts)
     if not hosts:
         _stdout().print("no hosts")
         return
@@ -51,9 +53,7 @@ def add(
     """Assign hosts to a namespace: only it may route them from then on."""
     with _client(url) as client:
         hosts = client.call("POST", _path(namespace), json={"patterns": patterns})["hosts"]
-    if as_json:
-        return _print_json(hosts)
-    _print_hosts(hosts)
+    _print_hosts(hosts, as_json)
 
 
 @hosts_app.command("ls")
@@ -66,9 +66,7 @@ def list_hosts(
     path = _path(namespace) if namespace else "/api/v1/namespaces/hosts"
     with _client(url) as client:
         hosts = client.call("GET", path)["hosts"]
-    if as_json:
-        return _print_json(hosts)
-    _print_hosts(hosts)
+    _print_hosts(hosts, as_json)
 
 
 @hosts_app.command("rm")
